@@ -1,0 +1,2 @@
+"""ddpm-repro."""
+__version__ = "0.1.0"

@@ -1,0 +1,42 @@
+"""Shared test set-up: no telemetry, no network, deterministic CPU math."""
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ddpm_repro.diffusion import (  # noqa: E402
+    GaussianDiffusion,
+    LossType,
+    ModelMeanType,
+    ModelVarType,
+    get_named_beta_schedule,
+)
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def make_diffusion():
+    """Factory: make_diffusion(schedule="linear", T=100, mean=..., var=..., loss=...)."""
+
+    def make(
+        schedule: str = "linear",
+        T: int = 100,
+        mean: ModelMeanType = ModelMeanType.EPSILON,
+        var: ModelVarType = ModelVarType.FIXED_LARGE,
+        loss: LossType = LossType.SIMPLE,
+        **kwargs,
+    ) -> GaussianDiffusion:
+        return GaussianDiffusion(
+            betas=get_named_beta_schedule(schedule, T),
+            model_mean_type=mean,
+            model_var_type=var,
+            loss_type=loss,
+            **kwargs,
+        )
+
+    return make
