@@ -1,0 +1,259 @@
+"""GaussianDiffusion: q, p and the losses against DDPM / Improved DDPM closed forms."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ddpm_repro.diffusion import LossType, ModelMeanType, ModelVarType
+
+F64 = torch.float64
+
+
+def batch(n=6, c=2, h=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(n, c, h, h, generator=g, dtype=F64) * 2 - 1
+    noise = torch.randn(n, c, h, h, generator=g, dtype=F64)
+    return x0, noise
+
+
+def timesteps(T, n=6):
+    return torch.tensor([0, 1, 2, T // 2, T - 2, T - 1][:n])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_eps_x0_v_round_trips(make_diffusion, schedule):
+    d = make_diffusion(schedule, 1000)
+    x0, noise = batch()
+    t = timesteps(1000)
+    x_t = d.q_sample(x0, t, noise=noise)
+    torch.testing.assert_close(d.predict_xstart_from_eps(x_t, t, noise), x0, rtol=0, atol=1e-8)
+    torch.testing.assert_close(d.predict_eps_from_xstart(x_t, t, x0), noise, rtol=0, atol=1e-8)
+    torch.testing.assert_close(d.predict_xstart_from_v(x_t, t, d.velocity(x0, t, noise)), x0)
+    posterior_mean, _, _ = d.q_posterior_mean_variance(x0, x_t, t)
+    torch.testing.assert_close(d.predict_xstart_from_xprev(x_t, t, posterior_mean), x0)
+
+
+def test_q_sample_uses_q_mean_variance(make_diffusion):
+    d = make_diffusion("cosine", 50)
+    x0, noise = batch()
+    t = timesteps(50)
+    mean, var, log_var = d.q_mean_variance(x0, t)
+    torch.testing.assert_close(d.q_sample(x0, t, noise=noise), mean + var.sqrt() * noise)
+    torch.testing.assert_close(log_var, var.log())
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_posterior_is_ddpm_eq_6_7(make_diffusion, schedule):
+    # Derived independently: q(x_{t-1}|x_t,x_0) is proportional to q(x_t|x_{t-1}) q(x_{t-1}|x_0),
+    # a product of Gaussians with precisions alpha_t / beta_t and 1 / (1 - ab_{t-1}).
+    T = 200
+    d = make_diffusion(schedule, T)
+    x0, noise = batch()
+    t = timesteps(T)[1:]
+    x0, noise = x0[1:], noise[1:]
+    x_t = d.q_sample(x0, t, noise=noise)
+    beta = torch.from_numpy(d.betas)[t].reshape(-1, 1, 1, 1)
+    ab_prev = torch.from_numpy(d.alphas_cumprod_prev)[t].reshape(-1, 1, 1, 1)
+    alpha = 1 - beta
+    variance = 1 / (alpha / beta + 1 / (1 - ab_prev))
+    mean = variance * (alpha.sqrt() * x_t / beta + ab_prev.sqrt() * x0 / (1 - ab_prev))
+    got_mean, got_var, got_log_var = d.q_posterior_mean_variance(x0, x_t, t)
+    torch.testing.assert_close(got_mean, mean)
+    torch.testing.assert_close(got_var, variance)
+    torch.testing.assert_close(got_log_var, variance.log())
+
+
+def test_fixed_and_learned_variance_conventions(make_diffusion):
+    T = 100
+    t = torch.arange(T)
+    x = torch.zeros(T, 1, 1, 1, dtype=F64)
+    small = make_diffusion("linear", T, var=ModelVarType.FIXED_SMALL)
+    large = make_diffusion("linear", T, var=ModelVarType.FIXED_LARGE)
+    beta = torch.from_numpy(small.betas)
+    beta_tilde = beta * (1 - torch.from_numpy(small.alphas_cumprod_prev)) / (1 - torch.from_numpy(small.alphas_cumprod))
+    # At t = 0 beta~ is 0; both fixed variances use beta~ of step 1 there (DESIGN.md).
+    expected_small = torch.cat([beta_tilde[1:2], beta_tilde[1:]])
+    expected_large = torch.cat([beta_tilde[1:2], beta[1:]])
+    for d, expected in ((small, expected_small), (large, expected_large)):
+        out = d.p_mean_variance(lambda x_t, t: torch.zeros_like(x_t), x, t)
+        torch.testing.assert_close(out["variance"].flatten(), expected)
+        torch.testing.assert_close(out["log_variance"].flatten(), expected.log())
+    learned_range = make_diffusion("linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID)
+    for v, expected in ((1.0, expected_large.clone()), (-1.0, expected_small)):
+        expected[0] = beta[0] if v == 1.0 else expected[0]  # the upper end is beta_t itself
+        out = learned_range.p_mean_variance(
+            lambda x_t, t, v=v: torch.cat([torch.zeros_like(x_t), torch.full_like(x_t, v)], 1), x, t
+        )
+        torch.testing.assert_close(out["variance"].flatten(), expected)
+    learned = make_diffusion("linear", T, var=ModelVarType.LEARNED, loss=LossType.VLB)
+    out = learned.p_mean_variance(lambda x_t, t: torch.cat([x_t, torch.full_like(x_t, -3.0)], 1), x, t)
+    torch.testing.assert_close(out["log_variance"], torch.full_like(x, -3.0))
+
+
+@pytest.mark.parametrize("mean_type", list(ModelMeanType))
+def test_a_model_that_knows_x0_gives_the_posterior_mean(make_diffusion, mean_type):
+    d = make_diffusion("cosine", 100, mean=mean_type)
+    x0, noise = batch()
+    t = timesteps(100)
+    x_t = d.q_sample(x0, t, noise=noise)
+    target = {
+        ModelMeanType.EPSILON: noise,
+        ModelMeanType.START_X: x0,
+        ModelMeanType.VELOCITY: d.velocity(x0, t, noise),
+        ModelMeanType.PREVIOUS_X: d.q_posterior_mean_variance(x0, x_t, t)[0],
+    }[mean_type]
+    out = d.p_mean_variance(lambda *_: target, x_t, t, clip_denoised=False)
+    torch.testing.assert_close(out["pred_xstart"], x0)
+    torch.testing.assert_close(out["mean"], d.q_posterior_mean_variance(x0, x_t, t)[0])
+
+
+def test_clip_denoised_clamps_the_x0_prediction(make_diffusion):
+    d = make_diffusion("linear", 100, mean=ModelMeanType.START_X)
+    x_t = torch.zeros(2, 1, 2, 2, dtype=F64)
+    t = torch.tensor([5, 50])
+    wild = lambda x, t: torch.full_like(x, 3.0)  # noqa: E731
+    clipped = d.p_mean_variance(wild, x_t, t, clip_denoised=True)
+    assert clipped["pred_xstart"].max() == 1.0
+    assert d.p_mean_variance(wild, x_t, t, clip_denoised=False)["pred_xstart"].max() == 3.0
+    torch.testing.assert_close(clipped["mean"], d.q_posterior_mean_variance(torch.ones_like(x_t), x_t, t)[0])
+
+
+def test_losses_that_train_the_variance_refuse_a_fixed_one(make_diffusion):
+    for loss in (LossType.VLB, LossType.HYBRID, LossType.AUX):
+        with pytest.raises(ValueError, match=f"loss {loss.name} trains the variance.*FIXED_LARGE"):
+            make_diffusion(var=ModelVarType.FIXED_LARGE, loss=loss)
+    with pytest.raises(ValueError, match="SIMPLE gives no gradient"):
+        make_diffusion(var=ModelVarType.LEARNED_RANGE, loss=LossType.SIMPLE)
+    with pytest.raises(TypeError, match="loss_type must be a LossType"):
+        make_diffusion(loss="hybrid")
+
+
+def test_wrong_model_output_shape_is_named(make_diffusion):
+    d = make_diffusion(var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID)
+    x0, _ = batch()
+    with pytest.raises(ValueError, match=r"expected 4 channels \(LEARNED_RANGE variance\)"):
+        d.training_losses(lambda x, t: x, x0, timesteps(100))
+
+
+class TinyNet(nn.Module):
+    """A 1x1-conv model with a time input, enough to carry gradients through every loss."""
+
+    def __init__(self, channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_channels, 3, padding=1).double()
+        self.t_scale = nn.Parameter(torch.zeros(out_channels, dtype=F64))
+
+    def forward(self, x, t):
+        return self.conv(x) + self.t_scale.reshape(1, -1, 1, 1) * (t.reshape(-1, 1, 1, 1) / 100.0)
+
+
+LOSS_CELLS = [
+    (LossType.SIMPLE, ModelVarType.FIXED_LARGE),
+    (LossType.SIMPLE, ModelVarType.FIXED_SMALL),
+    (LossType.VLB, ModelVarType.LEARNED_RANGE),
+    (LossType.VLB, ModelVarType.LEARNED),
+    (LossType.HYBRID, ModelVarType.LEARNED_RANGE),
+    (LossType.AUX, ModelVarType.LEARNED_RANGE),
+]
+
+
+@pytest.mark.parametrize("loss,var", LOSS_CELLS, ids=lambda v: v.name)
+@pytest.mark.parametrize("mean", list(ModelMeanType), ids=lambda m: m.name)
+def test_every_loss_runs_forward_and_backward(make_diffusion, loss, var, mean):
+    d = make_diffusion("cosine", 100, mean=mean, var=var, loss=loss)
+    net = TinyNet(2, 4 if var.is_learned else 2)
+    x0, noise = batch()
+    terms = d.training_losses(net, x0, timesteps(100), noise=noise)
+    assert terms["loss"].shape == (6,)
+    assert all(torch.isfinite(v).all() for v in terms.values())
+    terms["loss"].mean().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_loss_definitions_in_terms_of_vb(make_diffusion):
+    T = 100
+    x0, noise = batch()
+    t = timesteps(T)
+    net = TinyNet(2, 4)
+    out = {}
+    for loss in (LossType.VLB, LossType.HYBRID, LossType.AUX):
+        d = make_diffusion("cosine", T, var=ModelVarType.LEARNED_RANGE, loss=loss, hybrid_lambda=0.01, aux_lambda=0.1)
+        out[loss] = d.training_losses(net, x0, t, noise=noise)
+    vlb, hybrid, aux = out[LossType.VLB], out[LossType.HYBRID], out[LossType.AUX]
+    torch.testing.assert_close(vlb["loss"], T * vlb["vb"])
+    torch.testing.assert_close(hybrid["vb"], vlb["vb"])  # the stop-gradient does not change values
+    torch.testing.assert_close(hybrid["loss"], hybrid["mse"] + 0.01 * T * hybrid["vb"])
+    torch.testing.assert_close(aux["loss"], T * (aux["vb"] + 0.1 * aux["aux"]))
+
+
+def test_hybrid_vlb_term_gives_no_gradient_to_the_mean_output(make_diffusion):
+    d = make_diffusion("linear", 100, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID)
+    x0, noise = batch()
+    t = timesteps(100)[1:]
+    output = torch.randn(5, 4, 4, 4, dtype=F64, requires_grad=True)
+    terms = d.training_losses(lambda x, t: output, x0[1:], t, noise=noise[1:])
+    (grad,) = torch.autograd.grad(terms["vb"].sum(), output)
+    assert grad[:, :2].abs().max() == 0  # the mean channels
+    assert grad[:, 2:].abs().max() > 0  # the variance channels
+    (grad_mse,) = torch.autograd.grad(terms["mse"].sum(), output)
+    assert grad_mse[:, :2].abs().max() > 0
+
+
+def test_aux_at_t1_equals_the_decoder_term(make_diffusion):
+    d = make_diffusion("cosine", 100, var=ModelVarType.LEARNED_RANGE, loss=LossType.AUX)
+    x0, noise = batch()
+    t = torch.zeros(6, dtype=torch.long)
+    net = TinyNet(2, 4)
+    terms = d.training_losses(net, x0, t, noise=noise)
+    # At t = 1 (index 0) L_0 = -log p(x_0 | x_1), whose mean is the x_0 prediction, and A_t
+    # uses the decoder's variance: D3PM's observation that the two coincide there.
+    torch.testing.assert_close(terms["aux"], terms["vb"])
+    t = torch.full((6,), 40)
+    terms = d.training_losses(net, x0, t, noise=noise)
+    assert not torch.allclose(terms["aux"], terms["vb"])
+
+
+def test_bpd_loop_batches_timesteps_without_changing_the_result(make_diffusion):
+    d = make_diffusion("linear", 30, var=ModelVarType.LEARNED_RANGE, loss=LossType.VLB)
+    net = TinyNet(2, 4)
+    x0 = torch.round((batch(n=3)[0] + 1) * 127.5) / 127.5 - 1
+    labels = torch.tensor([0, 1, 2])
+
+    def model(x, t, y):
+        assert y.shape[0] == x.shape[0]
+        return net(x, t) + y.reshape(-1, 1, 1, 1) * 0.01
+
+    results = []
+    for max_batch in (None, 12, 1000):
+        with torch.no_grad():
+            res = d.calc_bpd_loop(model, x0, model_kwargs={"y": labels}, max_batch=max_batch,
+                                  generator=torch.Generator().manual_seed(0))
+        results.append(res)
+    for res in results:
+        assert res["vb"].shape == (3, 30) and res["mse"].shape == (3, 30)
+        torch.testing.assert_close(res["total_bpd"], res["vb"].sum(1) + res["prior_bpd"])
+        assert torch.isfinite(res["total_bpd"]).all()
+    # Different batching draws noise in a different order, so compare the noise-free parts.
+    torch.testing.assert_close(results[0]["prior_bpd"], results[2]["prior_bpd"])
+    torch.testing.assert_close(results[1]["vb"].mean(), results[2]["vb"].mean(), rtol=0.2, atol=0)
+
+
+def test_sample_loops_are_reproducible_and_shaped(make_diffusion):
+    d = make_diffusion("linear", 30)
+    net64, net = TinyNet(2, 2), TinyNet(2, 2).float()
+    shape = (3, 2, 4, 4)
+    with torch.no_grad():
+        a = d.p_sample_loop(net64, shape, noise=torch.randn(shape, dtype=F64),
+                            generator=torch.Generator().manual_seed(1))
+        b = d.p_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))
+        c = d.p_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))
+        e = d.ddim_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))
+        f = d.ddim_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))
+    assert a.shape == shape and a.dtype == F64
+    torch.testing.assert_close(b, c, rtol=0, atol=0)
+    torch.testing.assert_close(e, f, rtol=0, atol=0)
+    assert b.abs().max() <= 1 + 1e-6 and not torch.equal(b, e)
+    assert np.isfinite(e.numpy()).all()
