@@ -1,2 +1,3 @@
 """ddpm-repro."""
+
 __version__ = "0.1.0"

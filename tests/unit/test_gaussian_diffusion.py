@@ -71,7 +71,11 @@ def test_fixed_and_learned_variance_conventions(make_diffusion):
     small = make_diffusion("linear", T, var=ModelVarType.FIXED_SMALL)
     large = make_diffusion("linear", T, var=ModelVarType.FIXED_LARGE)
     beta = torch.from_numpy(small.betas)
-    beta_tilde = beta * (1 - torch.from_numpy(small.alphas_cumprod_prev)) / (1 - torch.from_numpy(small.alphas_cumprod))
+    beta_tilde = (
+        beta
+        * (1 - torch.from_numpy(small.alphas_cumprod_prev))
+        / (1 - torch.from_numpy(small.alphas_cumprod))
+    )
     # At t = 0 beta~ is 0; both fixed variances use beta~ of step 1 there (DESIGN.md).
     expected_small = torch.cat([beta_tilde[1:2], beta_tilde[1:]])
     expected_large = torch.cat([beta_tilde[1:2], beta[1:]])
@@ -79,7 +83,9 @@ def test_fixed_and_learned_variance_conventions(make_diffusion):
         out = d.p_mean_variance(lambda x_t, t: torch.zeros_like(x_t), x, t)
         torch.testing.assert_close(out["variance"].flatten(), expected)
         torch.testing.assert_close(out["log_variance"].flatten(), expected.log())
-    learned_range = make_diffusion("linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID)
+    learned_range = make_diffusion(
+        "linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID
+    )
     for v, expected in ((1.0, expected_large.clone()), (-1.0, expected_small)):
         expected[0] = beta[0] if v == 1.0 else expected[0]  # the upper end is beta_t itself
         out = learned_range.p_mean_variance(
@@ -87,7 +93,9 @@ def test_fixed_and_learned_variance_conventions(make_diffusion):
         )
         torch.testing.assert_close(out["variance"].flatten(), expected)
     learned = make_diffusion("linear", T, var=ModelVarType.LEARNED, loss=LossType.VLB)
-    out = learned.p_mean_variance(lambda x_t, t: torch.cat([x_t, torch.full_like(x_t, -3.0)], 1), x, t)
+    out = learned.p_mean_variance(
+        lambda x_t, t: torch.cat([x_t, torch.full_like(x_t, -3.0)], 1), x, t
+    )
     torch.testing.assert_close(out["log_variance"], torch.full_like(x, -3.0))
 
 
@@ -116,7 +124,9 @@ def test_clip_denoised_clamps_the_x0_prediction(make_diffusion):
     clipped = d.p_mean_variance(wild, x_t, t, clip_denoised=True)
     assert clipped["pred_xstart"].max() == 1.0
     assert d.p_mean_variance(wild, x_t, t, clip_denoised=False)["pred_xstart"].max() == 3.0
-    torch.testing.assert_close(clipped["mean"], d.q_posterior_mean_variance(torch.ones_like(x_t), x_t, t)[0])
+    torch.testing.assert_close(
+        clipped["mean"], d.q_posterior_mean_variance(torch.ones_like(x_t), x_t, t)[0]
+    )
 
 
 def test_losses_that_train_the_variance_refuse_a_fixed_one(make_diffusion):
@@ -180,7 +190,14 @@ def test_loss_definitions_in_terms_of_vb(make_diffusion):
     net = TinyNet(2, 4)
     out = {}
     for loss in (LossType.VLB, LossType.HYBRID, LossType.AUX):
-        d = make_diffusion("cosine", T, var=ModelVarType.LEARNED_RANGE, loss=loss, hybrid_lambda=0.01, aux_lambda=0.1)
+        d = make_diffusion(
+            "cosine",
+            T,
+            var=ModelVarType.LEARNED_RANGE,
+            loss=loss,
+            hybrid_lambda=0.01,
+            aux_lambda=0.1,
+        )
         out[loss] = d.training_losses(net, x0, t, noise=noise)
     vlb, hybrid, aux = out[LossType.VLB], out[LossType.HYBRID], out[LossType.AUX]
     torch.testing.assert_close(vlb["loss"], T * vlb["vb"])
@@ -229,8 +246,13 @@ def test_bpd_loop_batches_timesteps_without_changing_the_result(make_diffusion):
     results = []
     for max_batch in (None, 12, 1000):
         with torch.no_grad():
-            res = d.calc_bpd_loop(model, x0, model_kwargs={"y": labels}, max_batch=max_batch,
-                                  generator=torch.Generator().manual_seed(0))
+            res = d.calc_bpd_loop(
+                model,
+                x0,
+                model_kwargs={"y": labels},
+                max_batch=max_batch,
+                generator=torch.Generator().manual_seed(0),
+            )
         results.append(res)
     for res in results:
         assert res["vb"].shape == (3, 30) and res["mse"].shape == (3, 30)
@@ -246,8 +268,12 @@ def test_sample_loops_are_reproducible_and_shaped(make_diffusion):
     net64, net = TinyNet(2, 2), TinyNet(2, 2).float()
     shape = (3, 2, 4, 4)
     with torch.no_grad():
-        a = d.p_sample_loop(net64, shape, noise=torch.randn(shape, dtype=F64),
-                            generator=torch.Generator().manual_seed(1))
+        a = d.p_sample_loop(
+            net64,
+            shape,
+            noise=torch.randn(shape, dtype=F64),
+            generator=torch.Generator().manual_seed(1),
+        )
         b = d.p_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))
         c = d.p_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))
         e = d.ddim_sample_loop(net, shape, generator=torch.Generator().manual_seed(2))

@@ -4,7 +4,16 @@ import subprocess
 import sys
 
 # Everything the MLOps layer brings; the core must import with all of it missing.
-NOT_ON_A_BARE_GPU_MACHINE = ["mlflow", "dvc", "pandas", "scipy", "sklearn", "matplotlib", "tqdm", "yaml"]
+NOT_ON_A_BARE_GPU_MACHINE = [
+    "mlflow",
+    "dvc",
+    "pandas",
+    "scipy",
+    "sklearn",
+    "matplotlib",
+    "tqdm",
+    "yaml",
+]
 
 
 def test_core_imports_with_only_torch_and_numpy():

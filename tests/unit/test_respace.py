@@ -26,8 +26,13 @@ def test_space_timesteps(spec, T, expected):
 
 @pytest.mark.parametrize(
     "spec,message",
-    [("101", "section 0 has 100 steps, cannot keep 101"), ("ddim200", "exceed T=100"),
-     ("ten", "bad respacing spec 'ten'"), ("5,0", "counts must be positive"), ([100], "subset of 0..99")],
+    [
+        ("101", "section 0 has 100 steps, cannot keep 101"),
+        ("ddim200", "exceed T=100"),
+        ("ten", "bad respacing spec 'ten'"),
+        ("5,0", "counts must be positive"),
+        ([100], "subset of 0..99"),
+    ],
 )
 def test_bad_spacing_is_named(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -38,8 +43,12 @@ def test_respacing_that_keeps_every_step_is_the_base_process(make_diffusion):
     base = make_diffusion("cosine", 200, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID)
     same = respaced(base, "200")
     for key in ("betas", "alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped"):
-        torch.testing.assert_close(torch.from_numpy(same._coefs[key]), torch.from_numpy(base._coefs[key]),
-                                   rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(
+            torch.from_numpy(same._coefs[key]),
+            torch.from_numpy(base._coefs[key]),
+            rtol=1e-12,
+            atol=1e-15,
+        )
     x = torch.randn(4, 1, 3, 3, dtype=F64)
     t = torch.tensor([0, 5, 100, 199])
     model = lambda x, t: torch.cat([x * 0.3 + t.reshape(-1, 1, 1, 1) / 200, torch.tanh(x)], 1)  # noqa: E731
@@ -52,7 +61,9 @@ def test_respaced_process_keeps_alpha_bars_and_calls_the_model_with_original_t(m
     base = make_diffusion("linear", 1000)
     spaced = respaced(base, "ddim50")
     keep = space_timesteps(1000, "ddim50")
-    torch.testing.assert_close(torch.from_numpy(spaced.alphas_cumprod), torch.from_numpy(base.alphas_cumprod[keep]))
+    torch.testing.assert_close(
+        torch.from_numpy(spaced.alphas_cumprod), torch.from_numpy(base.alphas_cumprod[keep])
+    )
     seen = []
 
     def model(x, t):
@@ -84,5 +95,7 @@ def test_ddim_eta0_is_deterministic_given_x_T(make_diffusion):
     a = d.ddim_sample_loop(model, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(0))
     b = d.ddim_sample_loop(model, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    c = d.ddim_sample_loop(model, x_T.shape, noise=x_T, eta=1.0, generator=torch.Generator().manual_seed(9))
+    c = d.ddim_sample_loop(
+        model, x_T.shape, noise=x_T, eta=1.0, generator=torch.Generator().manual_seed(9)
+    )
     assert not torch.allclose(a, c)

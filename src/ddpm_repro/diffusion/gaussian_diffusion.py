@@ -39,7 +39,9 @@ class ModelVarType(enum.Enum):
     FIXED_SMALL = "fixed_small"  # beta~_t, the posterior variance (DDPM sec. 3.2)
     FIXED_LARGE = "fixed_large"  # beta_t (DDPM sec. 3.2)
     LEARNED = "learned"  # the extra C output channels are the log-variance
-    LEARNED_RANGE = "learned_range"  # the extra channels interpolate log beta~_t..log beta_t (eq. 15)
+    LEARNED_RANGE = (
+        "learned_range"  # the extra channels interpolate log beta~_t..log beta_t (eq. 15)
+    )
 
     @property
     def is_learned(self) -> bool:
@@ -114,7 +116,9 @@ class GaussianDiffusion:
             )
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) < 2:
-            raise ValueError(f"betas must be a 1-D array of at least 2 steps, got shape {betas.shape}")
+            raise ValueError(
+                f"betas must be a 1-D array of at least 2 steps, got shape {betas.shape}"
+            )
         if not np.all((betas > 0) & (betas <= 1)):
             raise ValueError("every beta must lie in (0, 1]")
         if timestep_map is not None and len(timestep_map) != len(betas):
@@ -154,7 +158,9 @@ class GaussianDiffusion:
             "posterior_log_variance_clipped": np.log(posterior_variance_clipped),
             # DDPM eq. 7: mu~_t = coef1 x_0 + coef2 x_t
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
-            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev)
+            * np.sqrt(alphas)
+            / (1.0 - alphas_cumprod),
             # FIXED_LARGE: beta_t, with beta~ at t = 0 (DESIGN.md)
             "large_variance": np.append(posterior_variance[1], betas[1:]),
         }
@@ -181,10 +187,16 @@ class GaussianDiffusion:
         """The timesteps the model sees: original ones for a respaced process."""
         return t if self.timestep_map is None else self._table("timestep_map", t.device)[t]
 
-    def _call_model(self, model: Model, x_t: Tensor, t: Tensor, model_kwargs: dict | None) -> Tensor:
+    def _call_model(
+        self, model: Model, x_t: Tensor, t: Tensor, model_kwargs: dict | None
+    ) -> Tensor:
         out = model(x_t, self._model_timesteps(t), **(model_kwargs or {}))
         channels = x_t.shape[1] * (2 if self.model_var_type.is_learned else 1)
-        if out.shape[0] != x_t.shape[0] or out.shape[1] != channels or out.shape[2:] != x_t.shape[2:]:
+        if (
+            out.shape[0] != x_t.shape[0]
+            or out.shape[1] != channels
+            or out.shape[2:] != x_t.shape[2:]
+        ):
             raise ValueError(
                 f"model output has shape {tuple(out.shape)}; expected {channels} channels "
                 f"({self.model_var_type.name} variance) for input {tuple(x_t.shape)}"
@@ -217,7 +229,7 @@ class GaussianDiffusion:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw x_t ~ q(x_t | x_0): sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4)."""
+        """Draw x_t ~ q(x_t | x_0) = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4)."""
         noise = self._noise_like(x_start, noise, generator)
         return (
             self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
@@ -250,9 +262,9 @@ class GaussianDiffusion:
 
     def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, x_start: Tensor) -> Tensor:
         """eps = (x_t / sqrt(alpha_bar) - x_0) / sqrt(1/alpha_bar - 1)."""
-        return (
-            self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x_start
-        ) / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t)
+        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x_start) / self._extract(
+            "sqrt_recipm1_alphas_cumprod", t, x_t
+        )
 
     def predict_xstart_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         """x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v (Salimans & Ho 2022, sec. 4)."""
@@ -436,13 +448,16 @@ class GaussianDiffusion:
         else:  # AUX
             t0 = torch.zeros_like(t)
             decoder_log_variance = self._model_log_variance(var_values.detach(), t0, x_t)
-            terms["aux"] = -mean_flat(
-                discretized_gaussian_log_likelihood(
-                    x_start,
-                    means=p_out["pred_xstart"],
-                    log_scales=0.5 * decoder_log_variance.expand_as(x_start),
+            terms["aux"] = (
+                -mean_flat(
+                    discretized_gaussian_log_likelihood(
+                        x_start,
+                        means=p_out["pred_xstart"],
+                        log_scales=0.5 * decoder_log_variance.expand_as(x_start),
+                    )
                 )
-            ) * NATS_TO_BITS
+                * NATS_TO_BITS
+            )
             terms["loss"] = T * (terms["vb"] + self.aux_lambda * terms["aux"])
         return terms
 
@@ -482,7 +497,9 @@ class GaussianDiffusion:
             x0 = x_start.repeat(k, *([1] * (x_start.ndim - 1)))
             t = ts.repeat_interleave(n)
             rep_kwargs = {
-                key: v.repeat(k, *([1] * (v.ndim - 1))) if torch.is_tensor(v) and v.shape[:1] == (n,) else v
+                key: v.repeat(k, *([1] * (v.ndim - 1)))
+                if torch.is_tensor(v) and v.shape[:1] == (n,)
+                else v
                 for key, v in kwargs.items()
             }
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -610,6 +627,7 @@ class GaussianDiffusion:
         Returns:
             x_0 [N, C, H, W] in [-1, 1] (when clip_denoised).
         """
+
         def step(x: Tensor, t: Tensor) -> dict[str, Tensor]:
             return self.p_sample(model, x, t, clip_denoised, model_kwargs, generator=generator)
 
@@ -630,8 +648,11 @@ class GaussianDiffusion:
     ) -> Tensor:
         """DDIM sampling over every step of this process (Song et al. 2021); use a respaced
         process ("ddim50") for fewer steps. Arguments as `p_sample_loop`."""
+
         def step(x: Tensor, t: Tensor) -> dict[str, Tensor]:
-            return self.ddim_sample(model, x, t, eta, clip_denoised, model_kwargs, generator=generator)
+            return self.ddim_sample(
+                model, x, t, eta, clip_denoised, model_kwargs, generator=generator
+            )
 
         return self._sample_loop(step, shape, noise, device, generator, progress, "ddim")
 
@@ -641,4 +662,3 @@ class GaussianDiffusion:
             f"GaussianDiffusion(T={self.num_timesteps}{spaced}, mean={self.model_mean_type.name}, "
             f"var={self.model_var_type.name}, loss={self.loss_type.name})"
         )
-

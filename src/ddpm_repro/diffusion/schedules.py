@@ -59,7 +59,9 @@ def cosine_alpha_bar(t: float, s: float = 0.008) -> float:
 
 def cosine_betas(num_timesteps: int, s: float = 0.008) -> np.ndarray:
     """Improved DDPM (Nichol & Dhariwal 2021) eq. 17: alpha_bar(t) = f(t)/f(0), s = 0.008."""
-    return betas_for_alpha_bar(num_timesteps, lambda t: cosine_alpha_bar(t, s) / cosine_alpha_bar(0, s))
+    return betas_for_alpha_bar(
+        num_timesteps, lambda t: cosine_alpha_bar(t, s) / cosine_alpha_bar(0, s)
+    )
 
 
 def sigmoid_betas(
@@ -69,6 +71,7 @@ def sigmoid_betas(
     Iterative Generation", Algorithm 1 / Appendix): alpha_bar(t) is a rescaled
     1 - sigmoid((t (end - start) + start) / tau), equal to 1 at t = 0 and 0 at t = 1.
     """
+
     def sig(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
 
