@@ -58,8 +58,6 @@ def test_bound_of_the_exact_model_sits_just_above_the_discrete_nll(make_diffusio
     exact, se = excess(1.0)
     assert se <= 0.01
     assert -4 * se <= exact, f"bound {exact:+.4f} bits below the NLL: not a bound"
-    assert abs(exact - gap) <= 4 * se, (
-        f"bound - NLL = {exact:.4f}, expected gap {gap:.4f} +- {4 * se:.4f}"
-    )
+    assert abs(exact - gap) <= 4 * se, f"bound - NLL = {exact:.4f}, expected gap {gap:.4f} +- {4 * se:.4f}"
     wrong, wrong_se = excess(1.1)
     assert wrong - gap > 4 * max(se, wrong_se), f"eps off by 10% moved the bound only {wrong:.4f}"

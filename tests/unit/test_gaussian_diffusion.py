@@ -83,9 +83,7 @@ def test_fixed_and_learned_variance_conventions(make_diffusion):
         out = d.p_mean_variance(lambda x_t, t: torch.zeros_like(x_t), x, t)
         torch.testing.assert_close(out["variance"].flatten(), expected)
         torch.testing.assert_close(out["log_variance"].flatten(), expected.log())
-    learned_range = make_diffusion(
-        "linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID
-    )
+    learned_range = make_diffusion("linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.HYBRID)
     for v, expected in ((1.0, expected_large.clone()), (-1.0, expected_small)):
         expected[0] = beta[0] if v == 1.0 else expected[0]  # the upper end is beta_t itself
         out = learned_range.p_mean_variance(
@@ -93,9 +91,7 @@ def test_fixed_and_learned_variance_conventions(make_diffusion):
         )
         torch.testing.assert_close(out["variance"].flatten(), expected)
     learned = make_diffusion("linear", T, var=ModelVarType.LEARNED, loss=LossType.VLB)
-    out = learned.p_mean_variance(
-        lambda x_t, t: torch.cat([x_t, torch.full_like(x_t, -3.0)], 1), x, t
-    )
+    out = learned.p_mean_variance(lambda x_t, t: torch.cat([x_t, torch.full_like(x_t, -3.0)], 1), x, t)
     torch.testing.assert_close(out["log_variance"], torch.full_like(x, -3.0))
 
 
@@ -124,9 +120,7 @@ def test_clip_denoised_clamps_the_x0_prediction(make_diffusion):
     clipped = d.p_mean_variance(wild, x_t, t, clip_denoised=True)
     assert clipped["pred_xstart"].max() == 1.0
     assert d.p_mean_variance(wild, x_t, t, clip_denoised=False)["pred_xstart"].max() == 3.0
-    torch.testing.assert_close(
-        clipped["mean"], d.q_posterior_mean_variance(torch.ones_like(x_t), x_t, t)[0]
-    )
+    torch.testing.assert_close(clipped["mean"], d.q_posterior_mean_variance(torch.ones_like(x_t), x_t, t)[0])
 
 
 def test_losses_that_train_the_variance_refuse_a_fixed_one(make_diffusion):

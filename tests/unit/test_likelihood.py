@@ -17,9 +17,7 @@ GRID = torch.arange(256, dtype=torch.float64) / 255 * 2 - 1
 def test_kl_of_a_distribution_with_itself_is_zero():
     mean = torch.randn(50, dtype=torch.float64)
     logvar = torch.randn(50, dtype=torch.float64)
-    torch.testing.assert_close(
-        normal_kl(mean, logvar, mean, logvar), torch.zeros(50, dtype=torch.float64)
-    )
+    torch.testing.assert_close(normal_kl(mean, logvar, mean, logvar), torch.zeros(50, dtype=torch.float64))
 
 
 @settings(max_examples=50, deadline=None)
@@ -58,9 +56,7 @@ def test_discretized_likelihood_is_finite_far_in_the_tails():
     logp = discretized_gaussian_log_likelihood(x, x + 0.4, torch.full_like(x, math.log(0.01)))
     assert torch.isfinite(logp).all() and (logp < -700).all()
     x32 = torch.tensor([0.5, -0.5])
-    logp32 = discretized_gaussian_log_likelihood(
-        x32, x32 - 0.3, torch.full_like(x32, math.log(0.02))
-    )
+    logp32 = discretized_gaussian_log_likelihood(x32, x32 - 0.3, torch.full_like(x32, math.log(0.02)))
     assert torch.isfinite(logp32).all()
 
 

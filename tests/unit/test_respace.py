@@ -95,7 +95,5 @@ def test_ddim_eta0_is_deterministic_given_x_T(make_diffusion):
     a = d.ddim_sample_loop(model, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(0))
     b = d.ddim_sample_loop(model, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    c = d.ddim_sample_loop(
-        model, x_T.shape, noise=x_T, eta=1.0, generator=torch.Generator().manual_seed(9)
-    )
+    c = d.ddim_sample_loop(model, x_T.shape, noise=x_T, eta=1.0, generator=torch.Generator().manual_seed(9))
     assert not torch.allclose(a, c)

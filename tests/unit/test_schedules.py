@@ -10,9 +10,7 @@ from ddpm_repro.diffusion import SCHEDULES, get_named_beta_schedule
 
 def test_linear_T1000_is_ddpm_betas():
     # DDPM sec. 4: beta_1 = 1e-4 ... beta_T = 0.02, linear, T = 1000.
-    np.testing.assert_array_equal(
-        get_named_beta_schedule("linear", 1000), np.linspace(1e-4, 0.02, 1000)
-    )
+    np.testing.assert_array_equal(get_named_beta_schedule("linear", 1000), np.linspace(1e-4, 0.02, 1000))
 
 
 def test_linear_scales_with_T():
@@ -63,9 +61,7 @@ def test_every_schedule_is_a_valid_process(name):
 
 
 def test_unknown_schedule_lists_valid_ones():
-    with pytest.raises(
-        ValueError, match="unknown beta schedule 'cosin'.*cosine, linear, sigmoid, sqrt"
-    ):
+    with pytest.raises(ValueError, match="unknown beta schedule 'cosin'.*cosine, linear, sigmoid, sqrt"):
         get_named_beta_schedule("cosin", 100)
 
 

@@ -39,9 +39,7 @@ def test_warm_importance_weights_follow_sqrt_of_the_second_moment():
     T = 8
     s = LossSecondMomentResampler(T, history_per_term=10, uniform_prob=0.001)
     g = torch.Generator().manual_seed(0)
-    history = torch.rand(T, 12, generator=g, dtype=torch.float64) * torch.arange(1, T + 1).reshape(
-        -1, 1
-    )
+    history = torch.rand(T, 12, generator=g, dtype=torch.float64) * torch.arange(1, T + 1).reshape(-1, 1)
     for k in range(12):  # two more than the history: the FIFO keeps the last ten
         s.update_with_local_losses(torch.arange(T), history[:, k])
     kept = history[:, 2:]
@@ -73,9 +71,7 @@ def test_sampler_state_round_trips_through_weights_only_load():
 
 
 def test_named_samplers():
-    assert isinstance(
-        create_named_schedule_sampler("loss-second-moment", 5), LossSecondMomentResampler
-    )
+    assert isinstance(create_named_schedule_sampler("loss-second-moment", 5), LossSecondMomentResampler)
     with pytest.raises(ValueError, match="unknown timestep sampler 'importance'.*uniform"):
         create_named_schedule_sampler("importance", 5)
 

@@ -39,9 +39,7 @@ class ModelVarType(enum.Enum):
     FIXED_SMALL = "fixed_small"  # beta~_t, the posterior variance (DDPM sec. 3.2)
     FIXED_LARGE = "fixed_large"  # beta_t (DDPM sec. 3.2)
     LEARNED = "learned"  # the extra C output channels are the log-variance
-    LEARNED_RANGE = (
-        "learned_range"  # the extra channels interpolate log beta~_t..log beta_t (eq. 15)
-    )
+    LEARNED_RANGE = "learned_range"  # the extra channels interpolate log beta~_t..log beta_t (eq. 15)
 
     @property
     def is_learned(self) -> bool:
@@ -116,9 +114,7 @@ class GaussianDiffusion:
             )
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) < 2:
-            raise ValueError(
-                f"betas must be a 1-D array of at least 2 steps, got shape {betas.shape}"
-            )
+            raise ValueError(f"betas must be a 1-D array of at least 2 steps, got shape {betas.shape}")
         if not np.all((betas > 0) & (betas <= 1)):
             raise ValueError("every beta must lie in (0, 1]")
         if timestep_map is not None and len(timestep_map) != len(betas):
@@ -158,9 +154,7 @@ class GaussianDiffusion:
             "posterior_log_variance_clipped": np.log(posterior_variance_clipped),
             # DDPM eq. 7: mu~_t = coef1 x_0 + coef2 x_t
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
-            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev)
-            * np.sqrt(alphas)
-            / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
             # FIXED_LARGE: beta_t, with beta~ at t = 0 (DESIGN.md)
             "large_variance": np.append(posterior_variance[1], betas[1:]),
         }
@@ -187,16 +181,10 @@ class GaussianDiffusion:
         """The timesteps the model sees: original ones for a respaced process."""
         return t if self.timestep_map is None else self._table("timestep_map", t.device)[t]
 
-    def _call_model(
-        self, model: Model, x_t: Tensor, t: Tensor, model_kwargs: dict | None
-    ) -> Tensor:
+    def _call_model(self, model: Model, x_t: Tensor, t: Tensor, model_kwargs: dict | None) -> Tensor:
         out = model(x_t, self._model_timesteps(t), **(model_kwargs or {}))
         channels = x_t.shape[1] * (2 if self.model_var_type.is_learned else 1)
-        if (
-            out.shape[0] != x_t.shape[0]
-            or out.shape[1] != channels
-            or out.shape[2:] != x_t.shape[2:]
-        ):
+        if out.shape[0] != x_t.shape[0] or out.shape[1] != channels or out.shape[2:] != x_t.shape[2:]:
             raise ValueError(
                 f"model output has shape {tuple(out.shape)}; expected {channels} channels "
                 f"({self.model_var_type.name} variance) for input {tuple(x_t.shape)}"
@@ -365,9 +353,7 @@ class GaussianDiffusion:
         return self.p_mean_variance_from_output(out, x_t, t, clip_denoised)
 
     # ------------------------------------------------------------ the bound
-    def _vb_terms_bpd(
-        self, p_out: dict[str, Tensor], x_start: Tensor, x_t: Tensor, t: Tensor
-    ) -> Tensor:
+    def _vb_terms_bpd(self, p_out: dict[str, Tensor], x_start: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """L_t in bits/dim, [N]: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0 (DDPM
         eq. 5), and the decoder NLL L_0 = -log p(x_0 | x_1) over 256 bins at t = 0."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
@@ -497,9 +483,7 @@ class GaussianDiffusion:
             x0 = x_start.repeat(k, *([1] * (x_start.ndim - 1)))
             t = ts.repeat_interleave(n)
             rep_kwargs = {
-                key: v.repeat(k, *([1] * (v.ndim - 1)))
-                if torch.is_tensor(v) and v.shape[:1] == (n,)
-                else v
+                key: v.repeat(k, *([1] * (v.ndim - 1))) if torch.is_tensor(v) and v.shape[:1] == (n,) else v
                 for key, v in kwargs.items()
             }
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -650,9 +634,7 @@ class GaussianDiffusion:
         process ("ddim50") for fewer steps. Arguments as `p_sample_loop`."""
 
         def step(x: Tensor, t: Tensor) -> dict[str, Tensor]:
-            return self.ddim_sample(
-                model, x, t, eta, clip_denoised, model_kwargs, generator=generator
-            )
+            return self.ddim_sample(model, x, t, eta, clip_denoised, model_kwargs, generator=generator)
 
         return self._sample_loop(step, shape, noise, device, generator, progress, "ddim")
 

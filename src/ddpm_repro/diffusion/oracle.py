@@ -32,16 +32,12 @@ class GaussianDataOracle:
         eps_scale: multiplies the predicted eps; 1 is exact, anything else a wrong model.
     """
 
-    def __init__(
-        self, diffusion: GaussianDiffusion, mu: float, sigma: float, eps_scale: float = 1.0
-    ) -> None:
+    def __init__(self, diffusion: GaussianDiffusion, mu: float, sigma: float, eps_scale: float = 1.0) -> None:
         if (diffusion.model_mean_type, diffusion.model_var_type) != (
             ModelMeanType.EPSILON,
             ModelVarType.LEARNED_RANGE,
         ) or diffusion.timestep_map is not None:
-            raise ValueError(
-                "the oracle needs an EPSILON / LEARNED_RANGE process that is not respaced"
-            )
+            raise ValueError("the oracle needs an EPSILON / LEARNED_RANGE process that is not respaced")
         self.diffusion, self.mu, self.sigma, self.eps_scale = diffusion, mu, sigma, eps_scale
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:

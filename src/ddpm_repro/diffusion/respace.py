@@ -32,9 +32,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | Iterable[int
     if not isinstance(section_counts, str):
         steps = sorted({int(s) for s in section_counts})
         if not steps or steps[0] < 0 or steps[-1] >= num_timesteps:
-            raise ValueError(
-                f"explicit timesteps must be a non-empty subset of 0..{num_timesteps - 1}"
-            )
+            raise ValueError(f"explicit timesteps must be a non-empty subset of 0..{num_timesteps - 1}")
         return steps
     spec = section_counts.strip()
     if spec.startswith("ddim"):
@@ -50,9 +48,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | Iterable[int
     for i, count in enumerate(counts):
         size = size_per + (1 if i < extra else 0)
         if count > size:
-            raise ValueError(
-                f"respacing {spec!r}: section {i} has {size} steps, cannot keep {count}"
-            )
+            raise ValueError(f"respacing {spec!r}: section {i} has {size} steps, cannot keep {count}")
         stride = (size - 1) / (count - 1) if count > 1 else 1.0
         steps.extend(start + round(stride * j) for j in range(count))
         start += size
@@ -71,9 +67,7 @@ def _positive_int(text: str, spec: str) -> int:
     return value
 
 
-def respaced(
-    base: GaussianDiffusion, section_counts: str | int | Iterable[int]
-) -> GaussianDiffusion:
+def respaced(base: GaussianDiffusion, section_counts: str | int | Iterable[int]) -> GaussianDiffusion:
     """A `GaussianDiffusion` over the kept timesteps of `base` (see `space_timesteps`).
 
     Betas are recomputed from the kept alpha-bars; the result keeps base's mean/variance
@@ -82,9 +76,7 @@ def respaced(
     """
     keep = space_timesteps(base.num_timesteps, section_counts)
     if len(keep) < 2:
-        raise ValueError(
-            f"respacing {section_counts!r} keeps {len(keep)} step; at least 2 are needed"
-        )
+        raise ValueError(f"respacing {section_counts!r} keeps {len(keep)} step; at least 2 are needed")
     betas, last = [], 1.0
     for i in keep:
         alpha_bar = base.alphas_cumprod[i]

@@ -59,14 +59,10 @@ def cosine_alpha_bar(t: float, s: float = 0.008) -> float:
 
 def cosine_betas(num_timesteps: int, s: float = 0.008) -> np.ndarray:
     """Improved DDPM (Nichol & Dhariwal 2021) eq. 17: alpha_bar(t) = f(t)/f(0), s = 0.008."""
-    return betas_for_alpha_bar(
-        num_timesteps, lambda t: cosine_alpha_bar(t, s) / cosine_alpha_bar(0, s)
-    )
+    return betas_for_alpha_bar(num_timesteps, lambda t: cosine_alpha_bar(t, s) / cosine_alpha_bar(0, s))
 
 
-def sigmoid_betas(
-    num_timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0
-) -> np.ndarray:
+def sigmoid_betas(num_timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> np.ndarray:
     """Sigmoid schedule of Jabri, Fleet & Chen 2022 (RIN, "Scalable Adaptive Computation for
     Iterative Generation", Algorithm 1 / Appendix): alpha_bar(t) is a rescaled
     1 - sigmoid((t (end - start) + start) / tau), equal to 1 at t = 0 and 0 at t = 1.
@@ -106,9 +102,7 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
             the schedule cannot represent.
     """
     if name not in SCHEDULES:
-        raise ValueError(
-            f"unknown beta schedule {name!r}; valid schedules: {', '.join(sorted(SCHEDULES))}"
-        )
+        raise ValueError(f"unknown beta schedule {name!r}; valid schedules: {', '.join(sorted(SCHEDULES))}")
     if not isinstance(num_timesteps, int) or isinstance(num_timesteps, bool) or num_timesteps < 1:
         raise ValueError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
     return SCHEDULES[name](num_timesteps)

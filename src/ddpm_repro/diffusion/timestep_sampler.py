@@ -54,9 +54,7 @@ class LossSecondMomentResampler(UniformSampler):
     the losses of every process are all-gathered, so all ranks hold the same state.
     """
 
-    def __init__(
-        self, num_timesteps: int, history_per_term: int = 10, uniform_prob: float = 0.001
-    ) -> None:
+    def __init__(self, num_timesteps: int, history_per_term: int = 10, uniform_prob: float = 0.001) -> None:
         super().__init__(num_timesteps)
         self.history_per_term = history_per_term
         self.uniform_prob = uniform_prob
@@ -106,8 +104,7 @@ class LossSecondMomentResampler(UniformSampler):
         for key, shape in expected.items():
             if tuple(state[key].shape) != tuple(shape):
                 raise ValueError(
-                    f"sampler state {key} has shape {tuple(state[key].shape)}, "
-                    f"expected {tuple(shape)}"
+                    f"sampler state {key} has shape {tuple(state[key].shape)}, expected {tuple(shape)}"
                 )
         self.loss_history = state["loss_history"].to(torch.float64).clone()
         self.loss_counts = state["loss_counts"].to(torch.int64).clone()
@@ -116,11 +113,7 @@ class LossSecondMomentResampler(UniformSampler):
 def _all_gather_varlen(t: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     """All-gather two [n_rank] tensors whose length differs between ranks."""
     world = dist.get_world_size()
-    device = (
-        t.device
-        if dist.get_backend() != "nccl"
-        else torch.device("cuda", torch.cuda.current_device())
-    )
+    device = t.device if dist.get_backend() != "nccl" else torch.device("cuda", torch.cuda.current_device())
     size = torch.tensor([t.numel()], device=device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
@@ -146,7 +139,5 @@ SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecondMomentRes
 def create_named_schedule_sampler(name: str, num_timesteps: int) -> UniformSampler:
     """A timestep sampler by name: one of `SAMPLERS`."""
     if name not in SAMPLERS:
-        raise ValueError(
-            f"unknown timestep sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}"
-        )
+        raise ValueError(f"unknown timestep sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}")
     return SAMPLERS[name](num_timesteps)

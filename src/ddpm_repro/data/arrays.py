@@ -1,0 +1,90 @@
+"""The on-disk form of every dataset: uint8 images [N, H, W, C] and int64 labels [N] in
+one .npz per split, written atomically; and their in-library form, float [N, C, H, W]
+in [-1, 1]."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ImageArrays:
+    """images: uint8 [N, H, W, C]; labels: int64 [N] (-1 where a dataset has none)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 [N, H, W, C], got {self.images.dtype} {self.images.shape}"
+            )
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels must be [N={len(self.images)}], got {self.labels.shape}")
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes when every image has a label in 0..K-1, else None."""
+        if len(self.labels) == 0 or self.labels.min() < 0:
+            return None
+        return int(self.labels.max()) + 1
+
+    def to_tensor(self) -> Tensor:
+        """Float32 [N, C, H, W] in [-1, 1]: x = k / 127.5 - 1 for pixel value k."""
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C], rounding to the nearest level."""
+    x = ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(file) on a temporary file beside `path`, fsync it, then rename it into
+    place, so a reader sees the old file or the whole new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_arrays(path: str | Path, arrays: ImageArrays) -> None:
+    """Write images and labels to one .npz, atomically."""
+    atomic_write(path, lambda f: np.savez(f, images=arrays.images, labels=arrays.labels))
+
+
+def load_arrays(path: str | Path) -> ImageArrays:
+    """Read an .npz written by `save_arrays`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file '{path}' not found")
+    try:
+        with np.load(path) as z:
+            missing = {"images", "labels"} - set(z.files)
+            if missing:
+                raise ValueError(f"data file '{path}' lacks {sorted(missing)} (has {z.files})")
+            return ImageArrays(images=z["images"], labels=z["labels"].astype(np.int64))
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"data file '{path}' is not a readable .npz: {exc}") from None

@@ -1,0 +1,110 @@
+"""Checkpoints: one file per saved step, `ckpt_<step>.pt`, written atomically and loaded with
+`weights_only=True`. A checkpoint holds the model, EMA, optimizer, step, timestep-sampler
+state, RNG states and the resolved config, all as tensors and plain Python types, so that
+it is all a resumed or evaluated run needs."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.arrays import atomic_write
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+REQUIRED_KEYS = {"format", "step", "model", "ema", "optimizer", "sampler", "rng", "config", "unet"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"ckpt_{step:08d}.pt"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint files in a directory, oldest step first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _fault_point(name: str) -> None:
+    """Test hook: DDPM_REPRO_FAULT=<name> kills the process here (SIGKILL-like, no cleanup)."""
+    if os.environ.get("DDPM_REPRO_FAULT") == name:
+        os._exit(137)
+
+
+def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -> Path:
+    """Write payload as the checkpoint of payload["step"], atomically; keep the last `keep`."""
+    missing = REQUIRED_KEYS - set(payload)
+    if missing:
+        raise ValueError(f"checkpoint payload lacks {sorted(missing)}")
+    path = checkpoint_path(directory, payload["step"])
+
+    def write(f) -> None:
+        torch.save(payload, f)
+        _fault_point("checkpoint-mid-write")
+
+    atomic_write(path, write)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check one checkpoint; raises CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, wrong types: all mean "unusable"
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or truncated ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(payload, dict) or not REQUIRED_KEYS <= set(payload):
+        raise CheckpointError(f"checkpoint '{path}' is not a ddpm-repro checkpoint (missing keys)")
+    if payload["format"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}' has format {payload['format']}, expected {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+    """The newest usable checkpoint in a directory, or None if there is none.
+
+    A corrupt newer file is reported on stderr by name and the previous one is used; if
+    files exist but none loads, raises CheckpointError listing them.
+    """
+    candidates = list_checkpoints(directory)
+    errors = []
+    for path in reversed(candidates):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            print(f"warning: {exc}; trying the previous checkpoint", file=sys.stderr)
+    if errors:
+        raise CheckpointError("no usable checkpoint in '{}': {}".format(directory, "; ".join(errors)))
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest usable one in a directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = load_latest(path)
+        if found is None:
+            raise CheckpointError(f"no checkpoint in '{path}'")
+        return found[0]
+    return path

@@ -1,0 +1,39 @@
+"""Exponential moving average of the weights, with warm-up (DESIGN.md): at step n the rate
+is min(rate, (1 + n) / (10 + n)), so short runs sample from weights that have moved."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class EMA:
+    """Shadow copies (float32) of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, rate: float) -> None:
+        self.rate = rate
+        self.shadow: dict[str, Tensor] = {
+            k: v.detach().clone().float() for k, v in model.state_dict().items()
+        }
+
+    def rate_at(self, step: int) -> float:
+        return min(self.rate, (1.0 + step) / (10.0 + step))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """shadow <- r shadow + (1 - r) weights, r = rate_at(step)."""
+        r = self.rate_at(step)
+        for key, value in model.state_dict().items():
+            shadow = self.shadow[key]
+            if value.is_floating_point():
+                shadow.mul_(r).add_(value.detach().float(), alpha=1.0 - r)
+            else:
+                shadow.copy_(value)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise ValueError("EMA state does not match the model's parameters")
+        self.shadow = {k: v.detach().clone().float() for k, v in state.items()}

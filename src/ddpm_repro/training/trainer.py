@@ -1,0 +1,305 @@
+"""The training loop: Adam (weight decay 0), lr warm-up, gradient clipping, EMA with
+warm-up, microbatching, optional bf16 autocast, DDP, atomic checkpoints and exact resume.
+
+Every random choice of a step (which images, which t, which noise, which labels are
+dropped) comes from a generator seeded by (seed, step) and is drawn for the whole global
+batch, each process taking its slice: a run resumed at step s sees exactly what an
+uninterrupted run sees, and N processes see what one process with the same global batch
+sees. Dropout uses torch's RNG, whose state the checkpoint carries.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import Config, build_diffusion, build_unet_config, config_to_dict
+from ..data.arrays import ImageArrays
+from ..diffusion import create_named_schedule_sampler
+from ..models import UNet, UNetConfig
+from .checkpoint import load_latest, save_checkpoint
+from .distributed import DistContext, setup_distributed
+from .ema import EMA
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or Inf; raised before the weights are touched."""
+
+
+class Callback(Protocol):
+    """Receives training events on the main process (MLflow sits behind one in tracking.py)."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    checkpoint: Path
+    metrics: dict[str, float]
+
+
+def unet_config_from_dict(data: dict) -> UNetConfig:
+    return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _seed(*words: int) -> int:
+    """A 63-bit seed from integers, with no collisions between streams (SeedSequence)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0]) >> 1
+
+
+_STEP_STREAM, _EPOCH_STREAM = 1, 2
+
+
+class Trainer:
+    """Trains one grid cell. `Trainer(config, data, checkpoint_dir).run()`.
+
+    Args:
+        config: the resolved params.
+        data: the training split (uint8 NHWC + labels).
+        checkpoint_dir: where checkpoints go; an existing usable checkpoint is resumed.
+        callbacks: receive metrics every train.log_every steps and each checkpoint.
+        progress: show a tqdm bar (main process only).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        data: ImageArrays,
+        checkpoint_dir: str | Path,
+        callbacks: tuple[Callback, ...] = (),
+        progress: bool = True,
+        dist_ctx: DistContext | None = None,
+    ) -> None:
+        self.config = config
+        tc = config.train
+        self.ctx = dist_ctx or setup_distributed(tc.device)
+        if tc.batch_size % self.ctx.world_size:
+            raise ValueError(
+                f"train.batch_size={tc.batch_size} is not divisible by the {self.ctx.world_size} processes"
+            )
+        self.local_batch = tc.batch_size // self.ctx.world_size
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.callbacks = callbacks
+        self.progress = progress and self.ctx.is_main
+        device = self.ctx.device
+
+        n, h, w, c = data.images.shape
+        if n == 0:
+            raise ValueError("the training data is empty")
+        self.num_classes = data.num_classes
+        if config.model.class_cond and self.num_classes is None:
+            raise ValueError("model.class_cond is true but the data has no labels")
+        self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = torch.from_numpy(data.labels).to(device)
+        self.unet_config = build_unet_config(config, image_size=h, channels=c, num_classes=self.num_classes)
+        if h != w:
+            raise ValueError(f"images must be square, got {h}x{w}")
+
+        torch.manual_seed(tc.seed)  # the same initial weights on every process
+        self.model = UNet(self.unet_config).to(device)
+        self.diffusion = build_diffusion(config.diffusion)
+        self.sampler = create_named_schedule_sampler(
+            config.diffusion.timestep_sampler, config.diffusion.timesteps
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
+        self.ema = EMA(self.model, tc.ema_rate)
+        self.step = 0
+        torch.manual_seed(_seed(tc.seed, 3, self.ctx.rank))  # dropout stream, per process
+        self._perms: dict[int, Tensor] = {}
+        self._resume()
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+            if self.ctx.world_size > 1
+            else None
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.ctx.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.ctx.device)
+        return {
+            "format": 1,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng,
+            "config": config_to_dict(self.config),
+            "unet": config_to_dict(self.unet_config),
+        }
+
+    def _resume(self) -> None:
+        found = load_latest(self.checkpoint_dir, map_location=self.ctx.device)
+        if found is None:
+            return
+        path, ckpt = found
+        saved = ckpt["config"]
+        current = config_to_dict(self.config)
+        for section in ("model", "diffusion"):
+            if saved[section] != current[section]:
+                diff = sorted(k for k in current[section] if saved[section].get(k) != current[section][k])
+                raise ValueError(
+                    f"checkpoint '{path}' was trained with different {section} settings "
+                    f"({', '.join(f'{section}.{k}' for k in diff)}); use a new checkpoint directory"
+                )
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        self.step = int(ckpt["step"])
+        if self.ctx.is_main:
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            if "cuda" in ckpt["rng"] and self.ctx.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.ctx.device)
+        else:
+            torch.manual_seed(_seed(self.config.train.seed, 3, self.ctx.rank, self.step))
+
+    def save(self) -> Path:
+        path = None
+        if self.ctx.is_main:
+            path = save_checkpoint(self.checkpoint_dir, self._payload(), self.config.train.keep_checkpoints)
+            for cb in self.callbacks:
+                cb.on_checkpoint(self.step, path)
+        if self.ctx.world_size > 1:
+            dist.barrier()
+        return path or self.checkpoint_dir / "(written by rank 0)"
+
+    # -------------------------------------------------------------- batches
+    def _permutation(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(_seed(self.config.train.seed, _EPOCH_STREAM, epoch))
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = torch.randperm(len(self.images), generator=g)
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> dict[str, Tensor]:
+        """This process's slice of the global batch of `step`: x0, t, weights, noise, y."""
+        tc, n = self.config.train, len(self.images)
+        positions = torch.arange(step * tc.batch_size, (step + 1) * tc.batch_size)
+        epochs = positions // n
+        index = torch.empty_like(positions)
+        for epoch in epochs.unique().tolist():
+            mask = epochs == epoch
+            index[mask] = self._permutation(epoch)[positions[mask] % n]
+        g = torch.Generator().manual_seed(_seed(tc.seed, _STEP_STREAM, step))
+        t, weights = self.sampler.sample(tc.batch_size, generator=g)
+        noise = torch.randn((tc.batch_size, *self.images.shape[1:]), generator=g)
+        drop = torch.rand(tc.batch_size, generator=g) < tc.class_drop_prob
+        lo, hi = self.ctx.rank * self.local_batch, (self.ctx.rank + 1) * self.local_batch
+        device = self.ctx.device
+        index = index[lo:hi].to(device)
+        out = {
+            "x0": self.images[index].float() / 127.5 - 1.0,
+            "t": t[lo:hi].to(device),
+            "weights": weights[lo:hi].to(device),
+            "noise": noise[lo:hi].to(device),
+        }
+        if self.unet_config.num_classes:
+            y = self.labels[index]
+            out["y"] = torch.where(drop[lo:hi].to(device), torch.full_like(y, self.num_classes), y)
+        return out
+
+    # ----------------------------------------------------------------- steps
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over the global batch; returns its metrics."""
+        tc = self.config.train
+        model = self.ddp or self.model
+        model.train()
+        lr = tc.lr * min(1.0, (self.step + 1) / tc.warmup_steps) if tc.warmup_steps else tc.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        b = self.batch(self.step)
+        micro = tc.microbatch or self.local_batch
+        sums: dict[str, float] = {}
+        starts = range(0, self.local_batch, micro)
+        autocast = torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+        for i, start in enumerate(starts):
+            sl = slice(start, start + micro)
+            kwargs = {"y": b["y"][sl]} if "y" in b else None
+            last = i == len(starts) - 1
+            with model.no_sync() if self.ddp is not None and not last else nullcontext():
+                with autocast:
+                    terms = self.diffusion.training_losses(
+                        model, b["x0"][sl], b["t"][sl], kwargs, noise=b["noise"][sl]
+                    )
+                loss = (terms["loss"] * b["weights"][sl]).sum() / self.local_batch
+                loss.backward()
+            self.sampler.update_with_local_losses(b["t"][sl], terms["loss"].detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for key, value in terms.items():
+                if key != "loss":
+                    sums[key] = sums.get(key, 0.0) + float(value.detach().sum()) / self.local_batch
+        max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)):
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.step + 1} (loss {sums['loss']}, grad norm {grad_norm}); "
+                f"the weights were not updated and the last checkpoint in '{self.checkpoint_dir}' is intact"
+            )
+        self.optimizer.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return {**sums, "grad_norm": grad_norm, "lr": lr}
+
+    def run(self) -> TrainResult:
+        """Train until train.steps, checkpointing every train.checkpoint_every and at the end."""
+        tc = self.config.train
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tc.steps, initial=min(self.step, tc.steps), desc="train", unit="step")
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        metrics: dict[str, float] = {}
+        last_path = None
+        while self.step < tc.steps:
+            for key, value in self.train_step().items():
+                window[key] = window.get(key, 0.0) + value
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.steps:
+                elapsed = time.perf_counter() - window_start
+                metrics = {k: v / window_steps for k, v in window.items()}
+                metrics["images_per_s"] = window_steps * tc.batch_size / elapsed
+                if bar is not None:
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.0f}")
+                if self.ctx.is_main:
+                    for cb in self.callbacks:
+                        cb.on_metrics(self.step, metrics)
+                window, window_steps, window_start = {}, 0, time.perf_counter()
+            if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                last_path = self.save()
+        if bar is not None:
+            bar.close()
+        if last_path is None:  # nothing left to train: point at the checkpoint we resumed
+            found = load_latest(self.checkpoint_dir)
+            last_path = found[0] if found else self.save()
+        return TrainResult(step=self.step, checkpoint=last_path, metrics=metrics)
+
+
+def model_from_checkpoint(ckpt: dict, use_ema: bool = True, device: str | torch.device = "cpu") -> UNet:
+    """Rebuild the UNet a checkpoint describes, with its EMA (default) or raw weights."""
+    model = UNet(unet_config_from_dict(ckpt["unet"]))
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    return model.to(device).eval()
+
+
+__all__ = ["Callback", "NonFiniteLossError", "TrainResult", "Trainer", "model_from_checkpoint"]

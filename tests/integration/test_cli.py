@@ -1,0 +1,99 @@
+"""`ddpm-repro` commands as a user runs them: clear one-line errors before any work."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddpm_repro.data import load_arrays
+
+
+def cli(*args, check=False):
+    result = subprocess.run([sys.executable, "-m", "ddpm_repro.cli", *args], capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+TINY = [
+    "--set",
+    "model.preset=tiny",
+    "--set",
+    "diffusion.timesteps=20",
+    "--set",
+    "train.steps=4",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "sample.num_samples=4",
+    "--set",
+    "sample.steps=5",
+    "--no-progress",
+]
+
+
+def test_train_then_sample(tmp_path, digits_npz):
+    ckpt = tmp_path / "ckpt"
+    out = cli("train", "--data", str(digits_npz), "--checkpoint-dir", str(ckpt), *TINY, check=True)
+    assert "trained to step 4" in out.stdout
+    out = cli(
+        "sample",
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "s.npz"),
+        "--grid",
+        str(tmp_path / "g.png"),
+        "--set",
+        "sample.num_samples=3",
+        "--no-progress",
+        check=True,
+    )
+    samples = load_arrays(tmp_path / "s.npz")
+    assert samples.images.shape == (3, 8, 8, 1) and samples.images.dtype == np.uint8
+    assert (tmp_path / "g.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "train.lr_rate=1"], "unknown key 'train.lr_rate'"),
+        (
+            ["--set", "diffusion.loss=vlb", "--set", "diffusion.var_type=fixed_large"],
+            "loss VLB trains the variance",
+        ),
+        (["--params", "missing.yaml"], "params file 'missing.yaml' not found"),
+    ],
+)
+def test_bad_params_fail_before_any_work(tmp_path, digits_npz, args, message):
+    result = cli("train", "--data", str(digits_npz), "--checkpoint-dir", str(tmp_path / "c"), *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_inputs_are_named(tmp_path):
+    result = cli("train", "--data", str(tmp_path / "nope.npz"), "--checkpoint-dir", str(tmp_path / "c"))
+    assert result.returncode == 2 and "data file" in result.stderr and "nope.npz' not found" in result.stderr
+    result = cli("sample", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "s.npz"))
+    assert result.returncode == 2 and "checkpoint" in result.stderr and "none.pt' not found" in result.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = cli("sample", "--checkpoint", str(bad), "--out", str(tmp_path / "s.npz"))
+    assert result.returncode == 2 and "bad.pt' is corrupt or truncated" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "prepare", "check-bound"])
+def test_every_command_has_help(command):
+    result = cli(command, "--help", check=True)
+    assert "usage: ddpm-repro" in result.stdout
+
+
+def test_version():
+    assert cli("--version", check=True).stdout.startswith("ddpm-repro ")

@@ -1,0 +1,169 @@
+"""The trainer: exact resume, checkpoints, microbatching, NaN handling, DDP."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from ddpm_repro.training import (
+    CheckpointError,
+    NonFiniteLossError,
+    Trainer,
+    list_checkpoints,
+    load_checkpoint,
+)
+from ddpm_repro.training.checkpoint import load_latest
+
+from .conftest import tiny_config
+
+
+def state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    out.update({f"ema.{k}": v for k, v in trainer.ema.state_dict().items()})
+    return out
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, digits_train):
+    # Dropout on, importance sampling (which warms up mid-run), microbatches: everything
+    # that carries state between steps must come back from the checkpoint.
+    cfg = tiny_config()
+    straight = Trainer(cfg, digits_train, tmp_path / "straight", progress=False)
+    straight.run()
+    assert straight.sampler.warmed_up()
+
+    half = tiny_config(train={"steps": 6})
+    first = Trainer(half, digits_train, tmp_path / "resumed", progress=False)
+    first.run()
+    assert not first.sampler.warmed_up()
+    del first
+    resumed = Trainer(cfg, digits_train, tmp_path / "resumed", progress=False)
+    assert resumed.step == 6
+    resumed.run()
+    assert_identical(state(straight), state(resumed))
+    torch.testing.assert_close(resumed.sampler.loss_history, straight.sampler.loss_history, rtol=0, atol=0)
+    opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+
+def test_checkpoints_are_complete_loadable_and_pruned(tmp_path, digits_train):
+    Trainer(tiny_config(), digits_train, tmp_path, progress=False).run()
+    paths = list_checkpoints(tmp_path)
+    assert [p.name for p in paths] == ["ckpt_00000012.pt", "ckpt_00000018.pt", "ckpt_00000024.pt"]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    ckpt = load_checkpoint(paths[-1])  # weights_only=True inside
+    assert ckpt["step"] == 24 and ckpt["config"]["diffusion"]["loss"] == "vlb"
+    assert set(ckpt["sampler"]) == {"loss_history", "loss_counts"} and "torch" in ckpt["rng"]
+    assert ckpt["unet"]["out_channels"] == 2 and ckpt["optimizer"]["state"]
+
+
+def test_microbatching_matches_the_full_batch(tmp_path, digits_train):
+    cfg = {"model": {"dropout": 0.0}}
+    full = Trainer(
+        tiny_config(**cfg, train={"steps": 5, "microbatch": 0}), digits_train, tmp_path / "a", progress=False
+    )
+    micro = Trainer(
+        tiny_config(**cfg, train={"steps": 5, "microbatch": 8}), digits_train, tmp_path / "b", progress=False
+    )
+    full.run()
+    micro.run()
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(micro.model.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_a_changed_model_refuses_the_old_checkpoint(tmp_path, digits_train):
+    Trainer(tiny_config(train={"steps": 6}), digits_train, tmp_path, progress=False).run()
+    with pytest.raises(ValueError, match=r"different diffusion settings \(diffusion.schedule\)"):
+        Trainer(tiny_config(diffusion={"schedule": "sqrt"}), digits_train, tmp_path, progress=False)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, digits_train, capsys):
+    Trainer(tiny_config(train={"steps": 12}), digits_train, tmp_path, progress=False).run()
+    newest = list_checkpoints(tmp_path)[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    with pytest.raises(CheckpointError, match="ckpt_00000012.pt' is corrupt or truncated"):
+        load_checkpoint(newest)
+    resumed = Trainer(tiny_config(train={"steps": 12}), digits_train, tmp_path, progress=False)
+    assert resumed.step == 6
+    assert "ckpt_00000012.pt' is corrupt" in capsys.readouterr().err
+    for path in list_checkpoints(tmp_path):
+        path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        load_latest(tmp_path)
+
+
+def test_a_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, digits_train, monkeypatch):
+    trainer = Trainer(tiny_config(train={"steps": 12}), digits_train, tmp_path, progress=False)
+    real = trainer.diffusion.training_losses
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        if trainer.step == 8:  # the ninth step
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer.diffusion, "training_losses", poisoned)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 9"):
+        trainer.run()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000006.pt"]
+    ckpt = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert trainer.step == 8 and any(
+        not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items()
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, data, out_dir: str, results) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    from ddpm_repro.training.distributed import cleanup_distributed
+
+    try:
+        trainer = Trainer(
+            tiny_config(model={"dropout": 0.0}, train={"steps": 6}), data, out_dir, progress=False
+        )
+        trainer.run()
+        results[rank] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    finally:
+        cleanup_distributed()
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, digits_train):
+    # Each example's image, t and noise depend on its index in the global batch only, so the
+    # processes split one batch; gradients are averaged by DDP. Tolerance: float32 sums in
+    # a different order, amplified a little by six Adam steps.
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.start_processes(
+        _ddp_worker,
+        args=(_free_port(), digits_train, str(tmp_path / "ddp"), results),
+        nprocs=2,
+        start_method="spawn",
+    )
+    single = Trainer(
+        tiny_config(model={"dropout": 0.0}, train={"steps": 6}),
+        digits_train,
+        tmp_path / "one",
+        progress=False,
+    )
+    single.run()
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(results[0][k], v, rtol=1e-4, atol=2e-5, msg=k)
+        assert torch.equal(results[0][k], results[1][k]), k
+    assert [p.name for p in list_checkpoints(tmp_path / "ddp")][-1] == "ckpt_00000006.pt"
