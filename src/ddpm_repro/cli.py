@@ -95,11 +95,13 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.params, args.set)  # every key checked before any work
     data = load_arrays(args.data)
     try:
-        result = Trainer(config, data, args.checkpoint_dir, progress=not args.no_progress).run()
+        trainer = Trainer(config, data, args.checkpoint_dir, progress=not args.no_progress)
+        result = trainer.run()
     finally:
         cleanup_distributed()
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
-    print(f"trained to step {result.step}: {result.checkpoint} ({summary})")
+    if trainer.ctx.is_main:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+        print(f"trained to step {result.step}: {result.checkpoint} ({summary})")
     return 0
 
 

@@ -167,3 +167,33 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         torch.testing.assert_close(results[0][k], v, rtol=1e-4, atol=2e-5, msg=k)
         assert torch.equal(results[0][k], results[1][k]), k
     assert [p.name for p in list_checkpoints(tmp_path / "ddp")][-1] == "ckpt_00000006.pt"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int, dict]] = []
+        self.checkpoints: list[int] = []
+
+    def on_metrics(self, step, metrics):
+        self.metrics.append((step, metrics))
+
+    def on_checkpoint(self, step, path):
+        assert path.is_file()
+        self.checkpoints.append(step)
+
+
+def test_callbacks_receive_metrics_every_log_every_steps_and_each_checkpoint(tmp_path, digits_train):
+    recorder = Recorder()
+    Trainer(
+        tiny_config(train={"steps": 12}), digits_train, tmp_path, callbacks=(recorder,), progress=False
+    ).run()
+    assert [s for s, _ in recorder.metrics] == [4, 8, 12]
+    assert {"loss", "mse", "vb", "grad_norm", "lr", "images_per_s"} <= set(recorder.metrics[-1][1])
+    assert recorder.checkpoints == [6, 12]
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, digits_train):
+    trainer = Trainer(tiny_config(train={"steps": 3, "bf16": True}), digits_train, tmp_path, progress=False)
+    result = trainer.run()
+    assert result.step == 3 and all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32

@@ -27,7 +27,7 @@ from ..config import Config, build_diffusion, build_unet_config, config_to_dict
 from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
 from ..models import UNet, UNetConfig
-from .checkpoint import load_latest, save_checkpoint
+from .checkpoint import checkpoint_path, load_latest, save_checkpoint
 from .distributed import DistContext, setup_distributed
 from .ema import EMA
 
@@ -170,14 +170,14 @@ class Trainer:
             torch.manual_seed(_seed(self.config.train.seed, 3, self.ctx.rank, self.step))
 
     def save(self) -> Path:
-        path = None
+        """Write this step's checkpoint (main process) and return its path (every process)."""
         if self.ctx.is_main:
             path = save_checkpoint(self.checkpoint_dir, self._payload(), self.config.train.keep_checkpoints)
             for cb in self.callbacks:
                 cb.on_checkpoint(self.step, path)
         if self.ctx.world_size > 1:
             dist.barrier()
-        return path or self.checkpoint_dir / "(written by rank 0)"
+        return checkpoint_path(self.checkpoint_dir, self.step)
 
     # -------------------------------------------------------------- batches
     def _permutation(self, epoch: int) -> Tensor:

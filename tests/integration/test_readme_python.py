@@ -1,0 +1,24 @@
+"""The README's 'model and sampler from Python' example runs, on a checkpoint of our own."""
+
+import re
+from pathlib import Path
+
+from ddpm_repro.training import Trainer
+
+from .conftest import tiny_config
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_model_example_runs(tmp_path, digits_train):
+    result = Trainer(tiny_config(train={"steps": 2}), digits_train, tmp_path, progress=False).run()
+    block = re.search(
+        r"### The model and sampler from Python\n\n```python\n(.*?)```", README.read_text(), re.S
+    )
+    assert block, "README lacks the Python example"
+    code = block.group(1).replace('"checkpoints/demo/ckpt_00001500.pt"', repr(str(result.checkpoint)))
+    assert str(result.checkpoint) in code, "the example's checkpoint path changed; update this test"
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102
+    assert namespace["out"].shape == (2, 6, 32, 32)
+    assert namespace["samples"].images.shape == (6, 8, 8, 1)
