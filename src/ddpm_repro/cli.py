@@ -72,12 +72,12 @@ def _check_bound(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     """Write the dataset's train/test splits as uint8 NHWC .npz files."""
+    from .config import load_config
     from .data import save_arrays
-    from .data.digits import load_digits, split
+    from .data.sources import load_dataset
 
-    if args.dataset != "digits":
-        raise ValueError(f"unknown dataset {args.dataset!r}; valid: digits")
-    train, test = split(load_digits(), args.test_fraction, args.seed)
+    cfg = load_config(args.params, args.set).data
+    train, test = load_dataset(cfg.dataset, cfg.root, cfg.image_size, cfg.test_fraction, cfg.seed)
     out = Path(args.out)
     save_arrays(out / "train.npz", train)
     save_arrays(out / "test.npz", test)
@@ -89,44 +89,95 @@ def _train(args: argparse.Namespace) -> int:
     """Train one cell, resuming from the newest checkpoint in --checkpoint-dir."""
     from .config import load_config
     from .data import load_arrays
+    from .io import write_json, write_text
     from .training import Trainer
     from .training.distributed import cleanup_distributed
+    from .training.metrics_log import CsvMetricsLog
 
-    config = load_config(args.params, args.set)  # every key checked before any work
+    config = load_config(args.params, args.set, args.cell)  # every key checked before any work
     data = load_arrays(args.data)
+    start = time.perf_counter()
     try:
         trainer = Trainer(config, data, args.checkpoint_dir, progress=not args.no_progress)
+        callbacks: list = []
+        tracker = None
+        if trainer.ctx.is_main:
+            from .tracking import Tracker
+
+            log = CsvMetricsLog(Path(args.checkpoint_dir) / "metrics.csv", trainer.step)
+            tracker = Tracker(config, "train")
+            run_file = Path(args.checkpoint_dir) / "mlflow_run_id"
+            resume_id = run_file.read_text().strip() if trainer.step > 0 and run_file.is_file() else None
+            run_id = tracker.start_cell_run(resume_id)
+            if run_id:
+                write_text(run_file, run_id)
+            callbacks = [log, tracker]
+        trainer.callbacks = tuple(callbacks)
         result = trainer.run()
     finally:
         cleanup_distributed()
-    if trainer.ctx.is_main:
-        summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
-        print(f"trained to step {result.step}: {result.checkpoint} ({summary})")
+    if not trainer.ctx.is_main:
+        return 0
+    final = {
+        "cell": config.cell,
+        "steps": result.step,
+        "final_loss": result.metrics.get("loss"),
+        "final_mse": result.metrics.get("mse"),
+        "final_vb": result.metrics.get("vb"),
+        "images_per_s": result.metrics.get("images_per_s"),
+        "train_seconds_this_run": round(time.perf_counter() - start, 1),
+    }
+    if args.metrics:
+        write_json(args.metrics, final)
+    if args.loss_curve:
+        write_text(args.loss_curve, (Path(args.checkpoint_dir) / "metrics.csv").read_text())
+    tracker.log_metrics(
+        {k: v for k, v in final.items() if isinstance(v, float)}, step=result.step, prefix="final/"
+    )
+    if args.loss_curve:
+        tracker.log_artifact(args.loss_curve)
+    tracker.end()
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    print(f"trained {config.cell} to step {result.step}: {result.checkpoint} ({summary})")
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
-    """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid."""
+def _load_cell(args: argparse.Namespace):
+    """(checkpoint path, checkpoint, config) for sample/evaluate: the checkpoint's own config,
+    with --params' sample/evaluate/tracking sections and --set applied."""
     import yaml
 
-    from .config import apply_overrides, build_diffusion, config_from_dict
-    from .sampling import generate, save_grid, save_samples
-    from .training import load_checkpoint, model_from_checkpoint
+    from .config import apply_overrides, config_from_dict
+    from .training import load_checkpoint
     from .training.checkpoint import resolve_checkpoint
-    from .training.distributed import pick_device
 
     path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(path)
-    base = ckpt["config"]
+    base = dict(ckpt["config"])
     if args.params:
         params = Path(args.params)
         if not params.is_file():
             raise FileNotFoundError(f"params file '{params}' not found")
-        base = {**base, "sample": (yaml.safe_load(params.read_text()) or {}).get("sample", {})}
-    config = config_from_dict(apply_overrides(base, args.set))
+        loaded = yaml.safe_load(params.read_text()) or {}
+        for section in ("profile", "sample", "evaluate", "tracking"):
+            if section in loaded:
+                base[section] = loaded[section]
+    return path, ckpt, config_from_dict(apply_overrides(base, args.set))
+
+
+def _sample(args: argparse.Namespace) -> int:
+    """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid."""
+    from .config import build_diffusion
+    from .sampling import generate, save_grid, save_samples
+    from .tracking import Tracker
+    from .training import model_from_checkpoint
+    from .training.distributed import pick_device
+
+    path, ckpt, config = _load_cell(args)
     device = pick_device(args.device)
     model = model_from_checkpoint(ckpt, use_ema=config.sample.use_ema, device=device)
     unet = model.config
+    start = time.perf_counter()
     samples = generate(
         model,
         build_diffusion(config.diffusion),
@@ -136,10 +187,87 @@ def _sample(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
+    seconds = time.perf_counter() - start
     save_samples(args.out, samples)
     if args.grid:
         save_grid(args.grid, samples.images[: args.grid_size])
+    tracker = Tracker(config, "sample")
+    tracker.find_cell_run()
+    tracker.log_metrics({"num_samples": len(samples.images), "seconds": seconds}, prefix="sample/")
+    if args.grid:
+        tracker.log_artifact(args.grid)
     print(f"wrote {len(samples.images)} samples from {path} (step {ckpt['step']}) to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """NLL in bits/dim of a checkpoint on the test split (full bound), as JSON."""
+    from .config import build_diffusion
+    from .data import load_arrays
+    from .evaluation import evaluate_nll
+    from .io import write_json
+    from .tracking import Tracker
+    from .training import model_from_checkpoint
+    from .training.distributed import pick_device
+
+    path, ckpt, config = _load_cell(args)
+    test = load_arrays(args.data)
+    device = pick_device(args.device)
+    e = config.evaluate
+    model = model_from_checkpoint(ckpt, use_ema=e.use_ema, device=device)
+    start = time.perf_counter()
+    metrics = evaluate_nll(
+        model,
+        build_diffusion(config.diffusion),
+        test,
+        e.nll_images,
+        e.nll_batch,
+        clip_denoised=e.clip_denoised,
+        seed=e.seed,
+        device=device,
+        progress=not args.no_progress,
+    )
+    metrics.update(
+        cell=config.cell,
+        checkpoint_step=int(ckpt["step"]),
+        eval_seconds=round(time.perf_counter() - start, 1),
+    )
+    write_json(args.out, metrics)
+    tracker = Tracker(config, "evaluate")
+    tracker.find_cell_run()
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
+    print(
+        f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
+        f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms) -> {args.out}"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """The comparison tables of every cell of the grid."""
+    from .config import load_config
+    from .reporting import collect_cells, write_report
+
+    config = load_config(args.params, args.set)
+    rows = collect_cells(args.cells_dir, config.grid.cells)
+    md, csv_path = write_report(config, rows, args.out_dir)
+    print(f"wrote {md} and {csv_path} ({len(rows)} cells)")
+    return 0
+
+
+def _repro(args: argparse.Namespace) -> int:
+    """`dvc repro` inside one MLflow parent run that groups the cells it (re)runs."""
+    import subprocess
+
+    from .config import load_config
+    from .tracking import PipelineRun
+
+    config = load_config(args.params)
+    with PipelineRun(config) as parent:
+        rc = subprocess.run(["dvc", "repro", *args.dvc_args]).returncode
+        if rc != 0:
+            raise SystemExit(rc)  # marks the parent run FAILED on the way out
+    print(f"pipeline finished (MLflow parent run {parent.run_id or 'not recorded'})")
     return 0
 
 
@@ -165,13 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=_check_bound)
 
-    prep = commands.add_parser("prepare", help="write a dataset's train/test splits as uint8 .npz")
-    prep.add_argument("--dataset", default="digits", help="dataset name (digits: sklearn's 8x8 digits)")
-    prep.add_argument("--out", required=True, help="output folder for train.npz and test.npz")
-    prep.add_argument("--test-fraction", type=float, default=0.2, help="share of images held out")
-    prep.add_argument("--seed", type=int, default=0, help="seed of the split")
-    prep.set_defaults(func=_prepare)
-
     def add_params(p: argparse.ArgumentParser) -> None:
         p.add_argument("--params", help="params YAML file (default: built-in defaults)")
         p.add_argument(
@@ -183,30 +304,69 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    prep = commands.add_parser("prepare", help="write the dataset's train/test splits as uint8 .npz")
+    add_params(prep)
+    prep.add_argument("--out", required=True, help="output folder for train.npz and test.npz")
+    prep.set_defaults(func=_prepare)
+
     train = commands.add_parser(
         "train",
-        help="train one model, resuming from the newest checkpoint",
+        help="train one grid cell, resuming from the newest checkpoint",
         description="Train one grid cell. Rerunning the same command resumes exactly where it stopped. "
         "Under torchrun every process runs it; the global batch is split between them.",
     )
     add_params(train)
+    train.add_argument(
+        "--cell", help="grid cell <schedule>-<loss>, e.g. cosine-hybrid (default: diffusion section)"
+    )
     train.add_argument("--data", required=True, help="training split .npz (uint8 images, labels)")
     train.add_argument("--checkpoint-dir", required=True, help="folder of ckpt_<step>.pt files")
+    train.add_argument("--metrics", help="write the final metrics JSON here")
+    train.add_argument("--loss-curve", help="write the loss curve CSV here")
     train.set_defaults(func=_train)
+
+    def add_checkpoint(p: argparse.ArgumentParser) -> None:
+        add_params(p)
+        p.add_argument("--checkpoint", required=True, help="checkpoint file, or a folder (its newest)")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
     sample = commands.add_parser(
         "sample",
         help="generate images from a checkpoint",
-        description="Generate from a checkpoint (a file, or a folder: its newest). The sample settings "
-        "come from the checkpoint's config, then --params' sample section, then --set.",
+        description="Generate from a checkpoint. Settings: the checkpoint's own config, then the "
+        "sample section of --params, then --set.",
     )
-    add_params(sample)
-    sample.add_argument("--checkpoint", required=True, help="checkpoint file or folder")
+    add_checkpoint(sample)
     sample.add_argument("--out", required=True, help="output .npz (uint8 images [N,H,W,C], labels)")
     sample.add_argument("--grid", help="also write a PNG grid here")
     sample.add_argument("--grid-size", type=int, default=100, help="images in the grid")
-    sample.add_argument("--device", default="auto", help="auto, cpu or cuda")
     sample.set_defaults(func=_sample)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="NLL in bits/dim of a checkpoint on a test split",
+        description="The full variational bound (all T terms plus the prior) on the first "
+        "evaluate.nll_images test images, from the EMA weights.",
+    )
+    add_checkpoint(evaluate)
+    evaluate.add_argument("--data", required=True, help="test split .npz")
+    evaluate.add_argument("--out", required=True, help="output metrics JSON")
+    evaluate.set_defaults(func=_evaluate)
+
+    report = commands.add_parser("report", help="write the comparison tables of the grid")
+    add_params(report)
+    report.add_argument("--cells-dir", default="reports/cells", help="folder of <cell>/{train,eval}.json")
+    report.add_argument("--out-dir", default="reports", help="where report.md and report.csv go")
+    report.set_defaults(func=_report)
+
+    repro = commands.add_parser(
+        "repro",
+        help="run `dvc repro` inside one MLflow parent run",
+        description="Opens a parent MLflow run, runs `dvc repro [DVC_ARGS]`, closes the run.",
+    )
+    repro.add_argument("--params", default="params.yaml", help="params file naming the profile")
+    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed to dvc repro")
+    repro.set_defaults(func=_repro)
     return parser
 
 

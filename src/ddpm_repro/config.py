@@ -149,13 +149,109 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from (see data/sources.py)."""
+
+    dataset: str = "digits"  # digits | cifar10 | mnist | folder
+    root: str = "data/raw"  # download folder (cifar10, mnist) or the image folder
+    image_size: int | None = None  # folder only: resize and centre-crop to this size
+    test_fraction: float = 0.2  # digits and folder: share held out, seeded
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from .data.sources import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset: unknown {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The per-objective settings of a grid cell (DESIGN.md, "One grid cell")."""
+
+    var_type: ModelVarType = ModelVarType.LEARNED_RANGE
+    timestep_sampler: str = "uniform"
+    hybrid_lambda: float | None = None
+    aux_lambda: float | None = None
+
+
+@dataclass(frozen=True)
+class LossesConfig:
+    simple: LossSettings = field(default_factory=lambda: LossSettings(var_type=ModelVarType.FIXED_LARGE))
+    hybrid: LossSettings = field(default_factory=lambda: LossSettings(hybrid_lambda=0.001))
+    vlb: LossSettings = field(default_factory=lambda: LossSettings(timestep_sampler="loss-second-moment"))
+    aux: LossSettings = field(default_factory=lambda: LossSettings(aux_lambda=0.001))
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The ablation grid: every schedule is crossed with every loss."""
+
+    schedules: tuple[str, ...] = ("linear", "cosine")
+    losses: tuple[str, ...] = ("simple", "hybrid", "vlb", "aux")
+
+    def __post_init__(self) -> None:
+        for s in self.schedules:
+            if s not in SCHEDULES:
+                raise ConfigError(f"grid.schedules: unknown {s!r}; valid: {', '.join(SCHEDULES)}")
+        for loss in self.losses:
+            if loss not in [t.value for t in LossType]:
+                raise ConfigError(
+                    f"grid.losses: unknown {loss!r}; valid: {', '.join(t.value for t in LossType)}"
+                )
+
+    @property
+    def cells(self) -> list[str]:
+        return [f"{s}-{loss}" for s in self.schedules for loss in self.losses]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluation sizes: the NLL uses the first `nll_images` test images, all T terms."""
+
+    nll_images: int = 64
+    nll_batch: int = 1024  # examples per model call (images x timesteps)
+    clip_denoised: bool = True
+    use_ema: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "evaluate", "nll_images", "nll_batch")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow. The store is MLFLOW_TRACKING_URI if set, else sqlite:///<repo>/mlflow.db."""
+
+    enabled: bool = True
+    experiment: str = ""  # "": ddpm-repro/<profile>
+    timeout_s: float = 5.0  # per HTTP request to a tracking server; no retries
+
+    def __post_init__(self) -> None:
+        _positive(self, "tracking", "timeout_s")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one grid cell needs, from params.yaml."""
 
+    profile: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    losses: LossesConfig = field(default_factory=LossesConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def cell(self) -> str:
+        """This config's grid cell name, e.g. cosine-hybrid."""
+        return f"{self.diffusion.schedule}-{self.diffusion.loss.value}"
 
 
 def _positive(obj: Any, section: str, *names: str) -> None:
@@ -261,10 +357,29 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def config_from_dict(data: dict) -> Config:
-    """Validate a nested dict (as from YAML) into a `Config`. Missing keys take defaults."""
+def config_from_dict(data: dict, cell: str | None = None) -> Config:
+    """Validate a nested dict (as from YAML) into a `Config`. Missing keys take defaults.
+
+    The diffusion section is resolved for one objective: the `losses.<loss>` settings
+    (variance type, timestep sampler, lambdas) first, then the keys of `diffusion`, then
+    the cell ("<schedule>-<loss>", e.g. "cosine-hybrid") when one is given.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"the params must be a mapping of sections, got {type(data).__name__}")
+    data = dict(data)
+    diffusion = dict(data.get("diffusion") or {})
+    if cell is not None:
+        schedule, sep, loss = cell.partition("-")
+        if not sep:
+            raise ConfigError(f"cell {cell!r} is not of the form <schedule>-<loss>, e.g. cosine-hybrid")
+        diffusion.update(schedule=schedule, loss=loss)
+    losses = _from_dict(LossesConfig, data.get("losses") or {}, "losses")
+    loss = str(diffusion.get("loss", DiffusionConfig.loss.value)).lower()
+    settings = getattr(losses, loss, None) if loss in [t.value for t in LossType] else None
+    if settings is not None:
+        defaults = {k: v for k, v in config_to_dict(settings).items() if v is not None}
+        diffusion = {**defaults, **diffusion}
+    data["diffusion"] = diffusion
     return _from_dict(Config, data, "")
 
 
@@ -298,8 +413,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a params YAML file (None: the defaults), apply overrides, validate."""
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, cell: str | None = None
+) -> Config:
+    """Read a params YAML file (None: the defaults), apply overrides, resolve the cell, validate."""
     import yaml
 
     data: dict = {}
@@ -314,6 +431,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(data, dict):
             raise ConfigError(f"params file '{path}' must hold a mapping of sections")
     try:
-        return config_from_dict(apply_overrides(data, overrides or []))
+        return config_from_dict(apply_overrides(data, overrides or []), cell)
     except ConfigError as exc:
         raise ConfigError(f"{path or 'params'}: {exc}") from None

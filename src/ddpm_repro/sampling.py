@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from .config import SampleConfig, SampleMethod
-from .data.arrays import ImageArrays, atomic_write, save_arrays, to_uint8
+from .data.arrays import ImageArrays, save_arrays, to_uint8
 from .diffusion import GaussianDiffusion, respaced
+from .io import atomic_write
 
 
 class GuidedModel(nn.Module):

@@ -1,5 +1,5 @@
 """Datasets -> uint8 arrays (NHWC) + labels, one npz per split."""
 
-from .arrays import ImageArrays, atomic_write, load_arrays, save_arrays, to_uint8
+from .arrays import ImageArrays, load_arrays, save_arrays, to_uint8
 
-__all__ = ["ImageArrays", "atomic_write", "load_arrays", "save_arrays", "to_uint8"]
+__all__ = ["ImageArrays", "load_arrays", "save_arrays", "to_uint8"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.arrays import atomic_write
+from ..io import atomic_write
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")

@@ -1,0 +1,244 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+One experiment per profile (`ddpm-repro/<profile>`); one run per grid cell, created by the
+train stage and found again by its tags (profile, cell) by the sample and evaluate
+stages, so that a cell's training, sampling and evaluation results sit in one run. A
+parent run per pipeline execution is opened and closed by `ddpm-repro repro` (cli.py),
+which passes its id to the stages in DDPM_REPRO_PARENT_RUN_ID; the cell runs created in
+that execution are nested under it.
+
+Tracking never takes a stage down: each HTTP request has a bounded timeout and no
+retries, and the first failure disables tracking for the rest of the stage with one
+warning. The store is MLFLOW_TRACKING_URI when set, else sqlite:///<repo>/mlflow.db.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import Config, config_to_dict
+
+PARENT_ENV = "DDPM_REPRO_PARENT_RUN_ID"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The git work tree holding `start` (default: cwd), or cwd outside git."""
+    cwd = (start or Path.cwd()).resolve()
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0:
+            return Path(out.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return cwd
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else an absolute sqlite store at the repo root (relative URIs
+    break under `dvc exp run --temp`)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+class Tracker:
+    """A fail-safe handle on one cell's MLflow run. Every method is a no-op once disabled.
+
+    Args:
+        config: the resolved config of the cell (profile, cell, tracking section).
+        stage: the DVC stage name, e.g. "train"; tagged as dvc_stage "train@<cell>".
+    """
+
+    def __init__(self, config: Config, stage: str) -> None:
+        self.config = config
+        self.stage = stage
+        self.enabled = config.tracking.enabled
+        self.run_id: str | None = None
+        self._client = None
+        if not self.enabled:
+            return
+        # Bounded requests and no retries, set before mlflow reads them; telemetry off.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(config.tracking.timeout_s)))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        self._call("connect", self._connect)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.config.tracking.experiment or f"ddpm-repro/{self.config.profile}"
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # any failure of the tracking server or store
+            self.enabled = False
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            print(
+                f"warning: MLflow unavailable during {what} ({type(exc).__name__}: {first}); "
+                "tracking is off for the rest of this stage, its outputs are unaffected",
+                file=sys.stderr,
+            )
+            return None
+
+    def _connect(self) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri())
+        self._client = MlflowClient()
+        exp = self._client.get_experiment_by_name(self.experiment_name)
+        self._experiment_id = (
+            exp.experiment_id if exp else self._client.create_experiment(self.experiment_name)
+        )
+
+    # -------------------------------------------------------------- runs
+    def _tags(self) -> dict[str, str]:
+        d = self.config.diffusion
+        tags = {
+            "profile": self.config.profile,
+            "cell": self.config.cell,
+            "schedule": d.schedule,
+            "loss": d.loss.value,
+            "git_commit": git_commit(repo_root()),
+            "dvc_stage": f"{self.stage}@{self.config.cell}",
+            "mlflow.runName": self.config.cell,
+        }
+        if os.environ.get(PARENT_ENV):
+            tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+        if d.loss.value == "aux":
+            tags["extension"] = "D3PM auxiliary loss applied to Gaussian diffusion (not in the papers)"
+        return tags
+
+    def start_cell_run(self, run_id: str | None = None) -> str | None:
+        """Open the cell's run (a new one, or `run_id` when resuming) and log its params."""
+
+        def start() -> str:
+            if run_id is not None:
+                self.run_id = self._client.get_run(run_id).info.run_id
+                return self.run_id
+            run = self._client.create_run(self._experiment_id, tags=self._tags())
+            self.run_id = run.info.run_id
+            self._log_params()
+            return self.run_id
+
+        return self._call("start_cell_run", start)
+
+    def _log_params(self) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, v[:6000]) for k, v in _flatten(config_to_dict(self.config)).items()]
+        for i in range(0, len(params), 100):
+            self._client.log_batch(self.run_id, params=params[i : i + 100])
+
+    def find_cell_run(self) -> str | None:
+        """The newest run of this profile's cell (by tags); a new one if there is none."""
+
+        def find() -> str:
+            cell, profile = self.config.cell, self.config.profile
+            runs = self._client.search_runs(
+                [self._experiment_id],
+                filter_string=f"tags.cell = '{cell}' and tags.profile = '{profile}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if runs:
+                self.run_id = runs[0].info.run_id
+                self._client.set_tag(self.run_id, f"dvc_stage.{self.stage}", f"{self.stage}@{cell}")
+                return self.run_id
+            return self.start_cell_run()
+
+        return self._call("find_cell_run", find)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
+        def log() -> None:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            batch = [
+                Metric(f"{prefix}{k}", float(v), now, step or 0)
+                for k, v in metrics.items()
+                if isinstance(v, int | float) and math.isfinite(float(v))
+            ]
+            self._client.log_batch(self.run_id, metrics=batch)
+
+        if self.run_id is not None:
+            self._call("log_metrics", log)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.run_id is not None and Path(path).exists():
+            self._call(
+                "log_artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path)
+            )
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self._call("end", lambda: self._client.set_terminated(self.run_id, status))
+
+    # --------------------------------------------------- training callback
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.log_metrics(metrics, step=step, prefix="train/")
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.log_metrics({"checkpoint_step": step}, step=step)
+
+
+class PipelineRun:
+    """The parent run of one pipeline execution (opened and closed by `ddpm-repro repro`)."""
+
+    def __init__(self, config: Config) -> None:
+        self.tracker = Tracker(config, "pipeline")
+        self.run_id: str | None = None
+
+    def __enter__(self) -> PipelineRun:
+        t = self.tracker
+
+        def start() -> str:
+            tags = {
+                "profile": t.config.profile,
+                "git_commit": git_commit(repo_root()),
+                "mlflow.runName": f"pipeline ({t.config.profile})",
+                "kind": "pipeline",
+            }
+            return t._client.create_run(t._experiment_id, tags=tags).info.run_id
+
+        self.run_id = t._call("start pipeline run", start)
+        t.run_id = self.run_id
+        if self.run_id:
+            os.environ[PARENT_ENV] = self.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        os.environ.pop(PARENT_ENV, None)
+        self.tracker.end("FINISHED" if exc_type is None else "FAILED")

@@ -1,0 +1,42 @@
+"""A CSV of training metrics kept beside the checkpoints, so a resumed run's loss curve
+is whole: rows after the resumed step are dropped, later rows appended."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+FIELDS = ["step", "loss", "mse", "vb", "aux", "grad_norm", "lr", "images_per_s"]
+
+
+class CsvMetricsLog:
+    """A training callback appending one row per `train.log_every` steps."""
+
+    def __init__(self, path: str | Path, resume_step: int) -> None:
+        self.path = Path(path)
+        rows = self.rows()
+        kept = [r for r in rows if int(r["step"]) <= resume_step]
+        if len(kept) != len(rows) or not self.path.exists():
+            self._write(kept)
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _write(self, rows: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **{k: f"{metrics[k]:.6g}" for k in FIELDS[1:] if k in metrics}}
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, FIELDS).writerow(row)
+            f.flush()
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
