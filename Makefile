@@ -17,14 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# What exists today (the DVC pipeline comes later): check the bound, then train the digits
-# model of params.yaml (~2.5 min on 2 cores, resumable) and write its sample grid.
+# The default pipeline: prepare -> train/sample/evaluate over the 8-cell grid -> report,
+# inside one MLflow parent run. Resumable: rerunning redoes only what is missing.
 run: setup
-	$(BIN)/ddpm-repro check-bound
-	$(BIN)/ddpm-repro prepare --dataset digits --out data/digits
-	$(BIN)/ddpm-repro train --params params.yaml --data data/digits/train.npz --checkpoint-dir checkpoints/demo
-	$(BIN)/ddpm-repro sample --params params.yaml --checkpoint checkpoints/demo \
-		--out samples/demo.npz --grid reports/figures/demo_samples.png
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ddpm-repro repro
 
 test: setup
 	$(BIN)/ruff check .

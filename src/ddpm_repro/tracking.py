@@ -117,9 +117,12 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri())
         self._client = MlflowClient()
         exp = self._client.get_experiment_by_name(self.experiment_name)
-        self._experiment_id = (
-            exp.experiment_id if exp else self._client.create_experiment(self.experiment_name)
-        )
+        if exp is None:
+            # With the default local store, artifacts go beside mlflow.db, not into ./mlruns.
+            local = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlartifacts").as_uri()
+            self._experiment_id = self._client.create_experiment(self.experiment_name, artifact_location=local)
+        else:
+            self._experiment_id = exp.experiment_id
 
     # -------------------------------------------------------------- runs
     def _tags(self) -> dict[str, str]:
