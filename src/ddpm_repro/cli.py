@@ -98,7 +98,13 @@ def _train(args: argparse.Namespace) -> int:
     data = load_arrays(args.data)
     start = time.perf_counter()
     try:
-        trainer = Trainer(config, data, args.checkpoint_dir, progress=not args.no_progress)
+        trainer = Trainer(
+            config,
+            data,
+            args.checkpoint_dir,
+            progress=not args.no_progress,
+            restart_on_change=args.restart_on_change,
+        )
         callbacks: list = []
         tracker = None
         if trainer.ctx.is_main:
@@ -113,7 +119,12 @@ def _train(args: argparse.Namespace) -> int:
                 write_text(run_file, run_id)
             callbacks = [log, tracker]
         trainer.callbacks = tuple(callbacks)
-        result = trainer.run()
+        try:
+            result = trainer.run()
+        except BaseException:
+            if tracker is not None:
+                tracker.end("KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED")
+            raise
     finally:
         cleanup_distributed()
     if not trainer.ctx.is_main:
@@ -145,9 +156,7 @@ def _train(args: argparse.Namespace) -> int:
 def _load_cell(args: argparse.Namespace):
     """(checkpoint path, checkpoint, config) for sample/evaluate: the checkpoint's own config,
     with --params' sample/evaluate/tracking sections and --set applied."""
-    import yaml
-
-    from .config import apply_overrides, config_from_dict
+    from .config import apply_overrides, config_from_dict, read_params
     from .training import load_checkpoint
     from .training.checkpoint import resolve_checkpoint
 
@@ -155,10 +164,7 @@ def _load_cell(args: argparse.Namespace):
     ckpt = load_checkpoint(path)
     base = dict(ckpt["config"])
     if args.params:
-        params = Path(args.params)
-        if not params.is_file():
-            raise FileNotFoundError(f"params file '{params}' not found")
-        loaded = yaml.safe_load(params.read_text()) or {}
+        loaded = read_params(args.params)
         for section in ("profile", "sample", "evaluate", "tracking"):
             if section in loaded:
                 base[section] = loaded[section]
@@ -323,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", required=True, help="folder of ckpt_<step>.pt files")
     train.add_argument("--metrics", help="write the final metrics JSON here")
     train.add_argument("--loss-curve", help="write the loss curve CSV here")
+    train.add_argument(
+        "--restart-on-change",
+        action="store_true",
+        help="start over if the checkpoints were trained with other settings (default: error)",
+    )
     train.set_defaults(func=_train)
 
     def add_checkpoint(p: argparse.ArgumentParser) -> None:

@@ -413,23 +413,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_params(path: str | Path) -> dict:
+    """The raw mapping of a params YAML file; errors name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file '{path}' must hold a mapping of sections")
+    return data
+
+
 def load_config(
     path: str | Path | None, overrides: list[str] | None = None, cell: str | None = None
 ) -> Config:
     """Read a params YAML file (None: the defaults), apply overrides, resolve the cell, validate."""
-    import yaml
-
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"params file '{path}' not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"params file '{path}' is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"params file '{path}' must hold a mapping of sections")
+    data = read_params(path) if path is not None else {}
     try:
         return config_from_dict(apply_overrides(data, overrides or []), cell)
     except ConfigError as exc:

@@ -10,6 +10,7 @@ that execution are nested under it.
 Tracking never takes a stage down: each HTTP request has a bounded timeout and no
 retries, and the first failure disables tracking for the rest of the stage with one
 warning. The store is MLFLOW_TRACKING_URI when set, else sqlite:///<repo>/mlflow.db.
+DDPM_REPRO_TRACKING=0 (or tracking.enabled: false) turns tracking off.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Tracker:
     def __init__(self, config: Config, stage: str) -> None:
         self.config = config
         self.stage = stage
-        self.enabled = config.tracking.enabled
+        self.enabled = config.tracking.enabled and os.environ.get("DDPM_REPRO_TRACKING", "1") != "0"
         self.run_id: str | None = None
         self._client = None
         if not self.enabled:
@@ -120,7 +121,9 @@ class Tracker:
         if exp is None:
             # With the default local store, artifacts go beside mlflow.db, not into ./mlruns.
             local = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlartifacts").as_uri()
-            self._experiment_id = self._client.create_experiment(self.experiment_name, artifact_location=local)
+            self._experiment_id = self._client.create_experiment(
+                self.experiment_name, artifact_location=local
+            )
         else:
             self._experiment_id = exp.experiment_id
 

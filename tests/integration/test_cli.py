@@ -40,7 +40,7 @@ TINY = [
 def test_train_then_sample(tmp_path, digits_npz):
     ckpt = tmp_path / "ckpt"
     out = cli("train", "--data", str(digits_npz), "--checkpoint-dir", str(ckpt), *TINY, check=True)
-    assert "trained to step 4" in out.stdout
+    assert "trained cosine-hybrid to step 4" in out.stdout
     out = cli(
         "sample",
         "--checkpoint",

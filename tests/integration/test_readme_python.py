@@ -16,7 +16,9 @@ def test_readme_model_example_runs(tmp_path, digits_train):
         r"### The model and sampler from Python\n\n```python\n(.*?)```", README.read_text(), re.S
     )
     assert block, "README lacks the Python example"
-    code = block.group(1).replace('"checkpoints/demo/ckpt_00001500.pt"', repr(str(result.checkpoint)))
+    code = block.group(1).replace(
+        '"checkpoints/cosine-hybrid/ckpt_00001000.pt"', repr(str(result.checkpoint))
+    )
     assert str(result.checkpoint) in code, "the example's checkpoint path changed; update this test"
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102

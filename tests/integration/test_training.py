@@ -80,8 +80,28 @@ def test_microbatching_matches_the_full_batch(tmp_path, digits_train):
 
 def test_a_changed_model_refuses_the_old_checkpoint(tmp_path, digits_train):
     Trainer(tiny_config(train={"steps": 6}), digits_train, tmp_path, progress=False).run()
-    with pytest.raises(ValueError, match=r"different diffusion settings \(diffusion.schedule\)"):
-        Trainer(tiny_config(diffusion={"schedule": "sqrt"}), digits_train, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different settings \(diffusion.schedule, train.lr\)"):
+        Trainer(
+            tiny_config(diffusion={"schedule": "sqrt"}, train={"lr": 0.01}),
+            digits_train,
+            tmp_path,
+            progress=False,
+        )
+    # More steps, another log interval: the same run, resumed.
+    assert (
+        Trainer(tiny_config(train={"steps": 9, "log_every": 3}), digits_train, tmp_path, progress=False).step
+        == 6
+    )
+    with pytest.raises(ValueError, match=r"train.steps \(the checkpoint is at step 6\)"):
+        Trainer(tiny_config(train={"steps": 4}), digits_train, tmp_path, progress=False)
+    fresh = Trainer(
+        tiny_config(diffusion={"schedule": "sqrt"}),
+        digits_train,
+        tmp_path,
+        progress=False,
+        restart_on_change=True,
+    )
+    assert fresh.step == 0 and list_checkpoints(tmp_path) == []
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, digits_train, capsys):

@@ -74,3 +74,16 @@ def test_prior_term_equals_its_closed_form(make_diffusion):
     # KL(N(sqrt(ab) x, 1 - ab) || N(0, 1)) = 0.5 (-1 - log(1 - ab) + (1 - ab) + ab x^2), in bits
     closed = 0.5 * (-1 - math.log(1 - ab) + (1 - ab) + ab * x.numpy() ** 2) / math.log(2)
     np.testing.assert_allclose(d.prior_bpd(x).numpy(), closed.reshape(3, -1).mean(1), rtol=1e-10)
+
+
+def test_gradients_stay_finite_and_right_far_in_the_tails():
+    # float32 log_ndtr returns wrong gradients beyond ~40 sigma; the function computes in
+    # float64, so d(-log p)/d(mean) = -(x - mean)/sigma^2 holds even 3e4 sigma away.
+    x = torch.tensor([0.0, 0.5])
+    means = torch.tensor([300.0, -100.0], requires_grad=True)
+    log_scales = torch.full((2,), math.log(0.01))
+    logp = discretized_gaussian_log_likelihood(x, means, log_scales)
+    (-logp.sum()).backward()
+    assert logp.dtype == torch.float32 and torch.isfinite(means.grad).all()
+    expected = -(x - means.detach()) / 0.01**2
+    torch.testing.assert_close(means.grad, expected, rtol=1e-3, atol=0)

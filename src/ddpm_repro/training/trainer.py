@@ -11,6 +11,7 @@ sees. Dropout uses torch's RNG, whose state the checkpoint carries.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from ..config import Config, build_diffusion, build_unet_config, config_to_dict
 from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
 from ..models import UNet, UNetConfig
-from .checkpoint import checkpoint_path, load_latest, save_checkpoint
+from .checkpoint import checkpoint_path, list_checkpoints, load_latest, save_checkpoint
 from .distributed import DistContext, setup_distributed
 from .ema import EMA
 
@@ -62,6 +63,10 @@ def _seed(*words: int) -> int:
 
 _STEP_STREAM, _EPOCH_STREAM = 1, 2
 
+# Train keys that a resumed run may change without changing what it computes: more steps
+# extend a run; logging, checkpointing and the device do not alter the result.
+RESUMABLE_TRAIN_KEYS = {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "device"}
+
 
 class Trainer:
     """Trains one grid cell. `Trainer(config, data, checkpoint_dir).run()`.
@@ -72,6 +77,9 @@ class Trainer:
         checkpoint_dir: where checkpoints go; an existing usable checkpoint is resumed.
         callbacks: receive metrics every train.log_every steps and each checkpoint.
         progress: show a tqdm bar (main process only).
+        restart_on_change: if the checkpoints in checkpoint_dir were trained with other
+            settings, delete them and start over (the pipeline's case: they stay in the DVC
+            cache); otherwise that is an error.
     """
 
     def __init__(
@@ -82,8 +90,10 @@ class Trainer:
         callbacks: tuple[Callback, ...] = (),
         progress: bool = True,
         dist_ctx: DistContext | None = None,
+        restart_on_change: bool = False,
     ) -> None:
         self.config = config
+        self.restart_on_change = restart_on_change
         tc = config.train
         self.ctx = dist_ctx or setup_distributed(tc.device)
         if tc.batch_size % self.ctx.world_size:
@@ -143,20 +153,36 @@ class Trainer:
             "unet": config_to_dict(self.unet_config),
         }
 
+    def _changed_settings(self, ckpt: dict) -> list[str]:
+        """Keys whose change makes a checkpoint's run a different run than this config's."""
+        saved, current = ckpt["config"], config_to_dict(self.config)
+        changed = [
+            f"{section}.{key}"
+            for section in ("model", "diffusion", "train")
+            for key, value in current[section].items()
+            if not (section == "train" and key in RESUMABLE_TRAIN_KEYS) and saved[section].get(key) != value
+        ]
+        if int(ckpt["step"]) > self.config.train.steps:
+            changed.append(f"train.steps (the checkpoint is at step {ckpt['step']})")
+        return changed
+
     def _resume(self) -> None:
         found = load_latest(self.checkpoint_dir, map_location=self.ctx.device)
         if found is None:
             return
         path, ckpt = found
-        saved = ckpt["config"]
-        current = config_to_dict(self.config)
-        for section in ("model", "diffusion"):
-            if saved[section] != current[section]:
-                diff = sorted(k for k in current[section] if saved[section].get(k) != current[section][k])
-                raise ValueError(
-                    f"checkpoint '{path}' was trained with different {section} settings "
-                    f"({', '.join(f'{section}.{k}' for k in diff)}); use a new checkpoint directory"
-                )
+        changed = self._changed_settings(ckpt)
+        if changed:
+            message = f"checkpoint '{path}' was trained with different settings ({', '.join(changed)})"
+            if not self.restart_on_change:
+                raise ValueError(f"{message}; use a new checkpoint directory or --restart-on-change")
+            if self.ctx.is_main:
+                print(f"{message}: starting over", file=sys.stderr)
+                for old in list_checkpoints(self.checkpoint_dir):
+                    old.unlink()
+            if self.ctx.world_size > 1:
+                dist.barrier()
+            return
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,143 @@
+"""Tracking against a real MLflow server, and a stage that survives an unreachable one."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from .conftest import VENV_BIN, pipeline_env, run
+
+TINY_CELL = [
+    "--params",
+    "pipelines/smoke/params.yaml",
+    "--cell",
+    "cosine-hybrid",
+    "--set",
+    "train.steps=4",
+    "--no-progress",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with one worker, in its own process group."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            (tmp_path / "artifacts").as_uri(),
+        ],
+        env=pipeline_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_cell_logs_to_a_real_server(mlflow_server, tmp_path, digits_npz):
+    from .conftest import REPO
+
+    result = run(
+        [
+            "ddpm-repro",
+            "train",
+            *TINY_CELL,
+            "--data",
+            str(digits_npz),
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--metrics",
+            str(tmp_path / "train.json"),
+            "--loss-curve",
+            str(tmp_path / "loss.csv"),
+        ],
+        REPO,
+        MLFLOW_TRACKING_URI=mlflow_server,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MLflow unavailable" not in result.stderr
+
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(mlflow_server)
+        exp = client.get_experiment_by_name("ddpm-repro/smoke")
+        (found,) = client.search_runs([exp.experiment_id], "tags.cell = 'cosine-hybrid'")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert found.data.tags["loss"] == "hybrid" and found.data.params["train.steps"] == "4"
+    assert "train/loss" in found.data.metrics and "final/final_loss" in found.data.metrics
+    history = client.get_metric_history(found.info.run_id, "train/loss")
+    assert [m.step for m in history] == [4]
+    assert [a.path for a in client.list_artifacts(found.info.run_id)] == ["loss.csv"]
+
+
+def test_an_unreachable_server_costs_one_warning_and_nothing_else(tmp_path, digits_npz):
+    from .conftest import REPO
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run(
+        [
+            "ddpm-repro",
+            "train",
+            *TINY_CELL,
+            "--data",
+            str(digits_npz),
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--metrics",
+            str(tmp_path / "train.json"),
+        ],
+        REPO,
+        MLFLOW_TRACKING_URI=dead,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "MLflow unavailable" in line]
+    assert len(warnings) == 1, result.stderr
+    assert json.loads((tmp_path / "train.json").read_text())["steps"] == 4
+    assert (tmp_path / "ckpt" / "ckpt_00000004.pt").is_file()

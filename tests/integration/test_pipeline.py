@@ -1,0 +1,113 @@
+"""The DVC pipeline end to end on the smoke profile, in a scratch copy of the repo."""
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+from ddpm_repro.data import load_arrays
+
+from .conftest import copy_repo, run
+
+CELLS = [f"{s}-{loss}" for s in ("linear", "cosine") for loss in ("simple", "hybrid", "vlb", "aux")]
+
+
+def test_every_stage_wrote_its_outputs(smoke_repo):
+    for cell in CELLS:
+        d = smoke_repo / "reports" / "cells" / cell
+        train, evaluation = (
+            json.loads((d / "train.json").read_text()),
+            json.loads((d / "eval.json").read_text()),
+        )
+        assert train["cell"] == cell and train["steps"] == 30 and np.isfinite(train["final_loss"])
+        assert evaluation["nll_images"] == 8 and evaluation["nll_terms"] == 50
+        assert 0 < evaluation["nll_bpd"] < 16
+        assert (d / "loss.csv").read_text().startswith("step,loss")
+        assert (d / "samples.png").stat().st_size > 0
+        samples = load_arrays(smoke_repo / "samples" / f"{cell}.npz")
+        assert samples.images.shape == (8, 8, 8, 1) and samples.images.dtype == np.uint8
+    report = (smoke_repo / "reports" / "report.md").read_text()
+    assert "profile `smoke`" in report and report.count("| linear |") == 4 and report.count("| cosine |") == 4
+    assert "not computed" not in report
+
+
+def test_the_pipeline_is_up_to_date_after_a_run(smoke_repo):
+    status = run(["dvc", "status", "--json"], smoke_repo)
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
+
+
+def test_changing_one_objectives_key_reruns_only_its_cells(smoke_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(smoke_repo, repo, symlinks=True)
+    params = (repo / "params.yaml").read_text()
+    assert "aux_lambda: 0.001" in params
+    (repo / "params.yaml").write_text(params.replace("aux_lambda: 0.001", "aux_lambda: 0.002"))
+    result = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    expected = {f"{stage}@{s}-aux" for stage in ("train", "sample", "evaluate") for s in ("linear", "cosine")}
+    assert ran == expected | {"report"}, sorted(ran)
+
+
+def test_mlflow_holds_one_run_per_cell_under_the_pipeline_run(smoke_repo):
+    db = sqlite3.connect(smoke_repo / "mlflow.db")
+    runs = dict(db.execute("select r.run_uuid, r.name from runs r"))
+    tags = {}
+    for run_id, key, value in db.execute("select run_uuid, key, value from tags"):
+        tags.setdefault(run_id, {})[key] = value
+    parents = [r for r, t in tags.items() if t.get("kind") == "pipeline"]
+    assert len(parents) == 1
+    cells = {t["cell"]: r for r, t in tags.items() if "cell" in t}
+    assert sorted(cells) == sorted(CELLS) and len(runs) == 9
+    for cell, run_id in cells.items():
+        t = tags[run_id]
+        assert t["profile"] == "smoke" and t["mlflow.parentRunId"] == parents[0]
+        assert (
+            t["schedule"] == cell.split("-")[0]
+            and t["loss"] == cell.split("-")[1]
+            and len(t["git_commit"]) == 40
+        )
+        metrics = {k for (k,) in db.execute("select distinct key from metrics where run_uuid = ?", (run_id,))}
+        assert {"train/loss", "final/final_loss", "sample/num_samples", "eval/nll_bpd"} <= metrics
+        params = dict(db.execute("select key, value from params where run_uuid = ?", (run_id,)))
+        assert params["diffusion.schedule"] == cell.split("-")[0] and params["train.steps"] == "30"
+    assert tags[cells["cosine-aux"]]["extension"].startswith("D3PM auxiliary loss")
+
+
+@pytest.mark.parametrize(
+    "dataset,message",
+    [
+        ("cifar10", "place cifar-10-python.tar.gz"),
+        ("mnist", "place the four MNIST"),
+    ],
+)
+def test_offline_torchvision_datasets_say_where_to_put_the_files(tmp_path, dataset, message):
+    result = run(
+        [
+            "ddpm-repro",
+            "prepare",
+            "--set",
+            f"data.dataset={dataset}",
+            "--set",
+            f"data.root={tmp_path / 'raw'}",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_default_params_define_the_eight_cell_grid(tmp_path):
+    # The default pipeline's stages, resolved from params.yaml (the full run is `make run`'s job).
+    repo = copy_repo(tmp_path / "repo", profile=None)
+    stages = run(["dvc", "stage", "list", "--name-only"], repo, timeout=300)
+    assert stages.returncode == 0, stages.stderr
+    expected = ["prepare"] + [f"{s}@{c}" for s in ("train", "sample", "evaluate") for c in CELLS] + ["report"]
+    assert sorted(stages.stdout.split()) == sorted(expected)
+    status = run(["dvc", "status", "--json"], repo, timeout=300)
+    assert status.returncode == 0 and set(json.loads(status.stdout)) == set(expected)
