@@ -19,6 +19,9 @@ from .config import SampleConfig, SampleMethod
 from .data.arrays import ImageArrays, save_arrays, to_uint8
 from .diffusion import GaussianDiffusion, respaced
 from .io import atomic_write
+from .seeding import derive_seed
+
+_SAMPLE_STREAM = 7
 
 
 class GuidedModel(nn.Module):
@@ -55,10 +58,6 @@ class GuidedModel(nn.Module):
 class Samples:
     images: np.ndarray  # uint8 [N, H, W, C]
     labels: np.ndarray  # int64 [N]; -1 for an unconditional model
-
-
-def _seed(seed: int, batch: int) -> int:
-    return int(np.random.SeedSequence([seed, 7, batch]).generate_state(1, np.uint64)[0]) >> 1
 
 
 @torch.no_grad()
@@ -101,7 +100,7 @@ def generate(
     out = []
     for k, start in enumerate(batches):
         size = min(config.batch_size, n - start)
-        g = torch.Generator(device=device).manual_seed(_seed(config.seed, k))
+        g = torch.Generator(device=device).manual_seed(derive_seed(config.seed, _SAMPLE_STREAM, k))
         kwargs = None
         if num_classes:
             kwargs = {"y": torch.as_tensor(labels[start : start + size], device=device)}

@@ -11,7 +11,8 @@ import pytest
 
 from ddpm_repro.config import config_from_dict
 from ddpm_repro.data import ImageArrays, save_arrays
-from ddpm_repro.data.digits import load_digits, split
+from ddpm_repro.data.arrays import split
+from ddpm_repro.data.digits import load_digits
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm_repro.data.digits import load_digits, split
+from ddpm_repro.data.arrays import split
+from ddpm_repro.data.digits import load_digits
 from ddpm_repro.data.sources import DatasetUnavailable, load_image_folder
 
 

@@ -66,3 +66,14 @@ def load_arrays(path: str | Path) -> ImageArrays:
             return ImageArrays(images=z["images"], labels=z["labels"].astype(np.int64))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"data file '{path}' is not a readable .npz: {exc}") from None
+
+
+def split(arrays: ImageArrays, test_fraction: float, seed: int) -> tuple[ImageArrays, ImageArrays]:
+    """A seeded random train/test split."""
+    order = np.random.default_rng(seed).permutation(len(arrays.images))
+    n_test = int(round(len(order) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return (
+        ImageArrays(arrays.images[train], arrays.labels[train]),
+        ImageArrays(arrays.images[test], arrays.labels[test]),
+    )

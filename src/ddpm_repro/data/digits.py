@@ -19,14 +19,3 @@ def load_digits() -> ImageArrays:
     bunch = sklearn_digits()
     images = np.round(bunch.images * 255.0 / 16.0).astype(np.uint8)[..., None]
     return ImageArrays(images=images, labels=bunch.target.astype(np.int64))
-
-
-def split(arrays: ImageArrays, test_fraction: float, seed: int) -> tuple[ImageArrays, ImageArrays]:
-    """A seeded random train/test split."""
-    order = np.random.default_rng(seed).permutation(len(arrays.images))
-    n_test = int(round(len(order) * test_fraction))
-    test, train = order[:n_test], order[n_test:]
-    return (
-        ImageArrays(arrays.images[train], arrays.labels[train]),
-        ImageArrays(arrays.images[test], arrays.labels[test]),
-    )

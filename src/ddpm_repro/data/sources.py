@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ImageArrays
+from .arrays import ImageArrays, split
 from .digits import load_digits
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -87,8 +87,6 @@ def load_dataset(
 ) -> tuple[ImageArrays, ImageArrays]:
     """(train, test) for a dataset name. digits and folder are split here with a seeded
     permutation; cifar10 and mnist use their official splits."""
-    from .digits import split
-
     if name == "digits":
         return split(load_digits(), test_fraction, seed)
     if name == "folder":

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -28,6 +27,7 @@ from ..config import Config, build_diffusion, build_unet_config, config_to_dict
 from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
 from ..models import UNet, UNetConfig
+from ..seeding import derive_seed
 from .checkpoint import checkpoint_path, list_checkpoints, load_latest, save_checkpoint
 from .distributed import DistContext, setup_distributed
 from .ema import EMA
@@ -56,12 +56,7 @@ def unet_config_from_dict(data: dict) -> UNetConfig:
     return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def _seed(*words: int) -> int:
-    """A 63-bit seed from integers, with no collisions between streams (SeedSequence)."""
-    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0]) >> 1
-
-
-_STEP_STREAM, _EPOCH_STREAM = 1, 2
+_STEP_STREAM, _EPOCH_STREAM, _DROPOUT_STREAM = 1, 2, 3
 
 # Train keys that a resumed run may change without changing what it computes: more steps
 # extend a run; logging, checkpointing and the device do not alter the result.
@@ -127,7 +122,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=0.0)
         self.ema = EMA(self.model, tc.ema_rate)
         self.step = 0
-        torch.manual_seed(_seed(tc.seed, 3, self.ctx.rank))  # dropout stream, per process
+        torch.manual_seed(derive_seed(tc.seed, _DROPOUT_STREAM, self.ctx.rank))  # dropout stream, per process
         self._perms: dict[int, Tensor] = {}
         self._resume()
         self.ddp = (
@@ -193,7 +188,7 @@ class Trainer:
             if "cuda" in ckpt["rng"] and self.ctx.device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.ctx.device)
         else:
-            torch.manual_seed(_seed(self.config.train.seed, 3, self.ctx.rank, self.step))
+            torch.manual_seed(derive_seed(self.config.train.seed, _DROPOUT_STREAM, self.ctx.rank, self.step))
 
     def save(self) -> Path:
         """Write this step's checkpoint (main process) and return its path (every process)."""
@@ -208,7 +203,7 @@ class Trainer:
     # -------------------------------------------------------------- batches
     def _permutation(self, epoch: int) -> Tensor:
         if epoch not in self._perms:
-            g = torch.Generator().manual_seed(_seed(self.config.train.seed, _EPOCH_STREAM, epoch))
+            g = torch.Generator().manual_seed(derive_seed(self.config.train.seed, _EPOCH_STREAM, epoch))
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
             self._perms[epoch] = torch.randperm(len(self.images), generator=g)
         return self._perms[epoch]
@@ -222,7 +217,7 @@ class Trainer:
         for epoch in epochs.unique().tolist():
             mask = epochs == epoch
             index[mask] = self._permutation(epoch)[positions[mask] % n]
-        g = torch.Generator().manual_seed(_seed(tc.seed, _STEP_STREAM, step))
+        g = torch.Generator().manual_seed(derive_seed(tc.seed, _STEP_STREAM, step))
         t, weights = self.sampler.sample(tc.batch_size, generator=g)
         noise = torch.randn((tc.batch_size, *self.images.shape[1:]), generator=g)
         drop = torch.rand(tc.batch_size, generator=g) < tc.class_drop_prob
