@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import VENV_BIN, pipeline_env, run
+from .conftest import REPO, VENV_BIN, pipeline_env, run
 
 TINY_CELL = [
     "--params",
@@ -76,39 +76,25 @@ def mlflow_server(tmp_path):
             proc.wait()
 
 
-def test_a_cell_logs_to_a_real_server(mlflow_server, tmp_path, digits_npz):
-    from .conftest import REPO
+def train_tiny_cell(tmp_path, digits_npz, tracking_uri: str):
+    """`ddpm-repro train` of a 4-step smoke cell, logging to `tracking_uri`."""
+    out = [
+        "--data", str(digits_npz), "--checkpoint-dir", str(tmp_path / "ckpt"),
+        "--metrics", str(tmp_path / "train.json"), "--loss-curve", str(tmp_path / "loss.csv"),
+    ]  # fmt: skip
+    return run(["ddpm-repro", "train", *TINY_CELL, *out], REPO, MLFLOW_TRACKING_URI=tracking_uri, timeout=300)
 
-    result = run(
-        [
-            "ddpm-repro",
-            "train",
-            *TINY_CELL,
-            "--data",
-            str(digits_npz),
-            "--checkpoint-dir",
-            str(tmp_path / "ckpt"),
-            "--metrics",
-            str(tmp_path / "train.json"),
-            "--loss-curve",
-            str(tmp_path / "loss.csv"),
-        ],
-        REPO,
-        MLFLOW_TRACKING_URI=mlflow_server,
-        timeout=300,
-    )
+
+def test_a_cell_logs_to_a_real_server(mlflow_server, tmp_path, digits_npz):
+    result = train_tiny_cell(tmp_path, digits_npz, mlflow_server)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MLflow unavailable" not in result.stderr
 
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
-    try:
-        from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(mlflow_server)
-        exp = client.get_experiment_by_name("ddpm-repro/smoke")
-        (found,) = client.search_runs([exp.experiment_id], "tags.cell = 'cosine-hybrid'")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("ddpm-repro/smoke")
+    (found,) = client.search_runs([exp.experiment_id], "tags.cell = 'cosine-hybrid'")
     assert found.data.tags["loss"] == "hybrid" and found.data.params["train.steps"] == "4"
     assert "train/loss" in found.data.metrics and "final/final_loss" in found.data.metrics
     history = client.get_metric_history(found.info.run_id, "train/loss")
@@ -117,25 +103,8 @@ def test_a_cell_logs_to_a_real_server(mlflow_server, tmp_path, digits_npz):
 
 
 def test_an_unreachable_server_costs_one_warning_and_nothing_else(tmp_path, digits_npz):
-    from .conftest import REPO
-
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    result = run(
-        [
-            "ddpm-repro",
-            "train",
-            *TINY_CELL,
-            "--data",
-            str(digits_npz),
-            "--checkpoint-dir",
-            str(tmp_path / "ckpt"),
-            "--metrics",
-            str(tmp_path / "train.json"),
-        ],
-        REPO,
-        MLFLOW_TRACKING_URI=dead,
-        timeout=300,
-    )
+    result = train_tiny_cell(tmp_path, digits_npz, dead)
     assert result.returncode == 0, result.stderr[-2000:]
     warnings = [line for line in result.stderr.splitlines() if "MLflow unavailable" in line]
     assert len(warnings) == 1, result.stderr
