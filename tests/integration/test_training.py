@@ -217,3 +217,34 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, digits_train):
     result = trainer.run()
     assert result.step == 3 and all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
+
+
+@pytest.mark.parametrize("kill_at", [12, 18])
+def test_a_process_killed_mid_checkpoint_write_resumes_to_the_same_weights(tmp_path, digits_npz, kill_at):
+    # A real process, killed inside the checkpoint write (after the temp file is written,
+    # before the rename): the rerun resumes from the last whole checkpoint and ends with
+    # the weights of an uninterrupted run.
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "ddpm_repro.cli", "train", "--data", str(digits_npz), "--no-progress",
+            "--set", "model.preset=tiny", "--set", "diffusion.timesteps=20", "--set", "train.steps=24",
+            "--set", "train.batch_size=8", "--set", "train.checkpoint_every=6", "--set", "train.device=cpu",
+            "--set", "model.dropout=0.1"]  # fmt: skip
+    env = {**os.environ, "DDPM_REPRO_FAULT": f"checkpoint-mid-write@{kill_at}"}
+    killed = subprocess.run([*args, "--checkpoint-dir", str(tmp_path / "a")], env=env, capture_output=True)
+    assert killed.returncode == 137
+    left = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert f"ckpt_{kill_at - 6:08d}.pt" in left and f"ckpt_{kill_at:08d}.pt" not in left
+    assert any(name.endswith(".tmp") for name in left)  # the partial write, never renamed
+    resumed = subprocess.run([*args, "--checkpoint-dir", str(tmp_path / "a")], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [p for p in (tmp_path / "a").iterdir() if p.suffix == ".tmp"]
+    straight = subprocess.run(
+        [*args, "--checkpoint-dir", str(tmp_path / "b")], capture_output=True, text=True
+    )
+    assert straight.returncode == 0, straight.stderr
+    a = load_checkpoint(tmp_path / "a" / "ckpt_00000024.pt")
+    b = load_checkpoint(tmp_path / "b" / "ckpt_00000024.pt")
+    assert_identical({**a["model"], **{f"ema.{k}": v for k, v in a["ema"].items()}},
+                     {**b["model"], **{f"ema.{k}": v for k, v in b["ema"].items()}})  # fmt: skip

@@ -37,10 +37,19 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _fault_point(name: str) -> None:
-    """Test hook: DDPM_REPRO_FAULT=<name> kills the process here (SIGKILL-like, no cleanup)."""
-    if os.environ.get("DDPM_REPRO_FAULT") == name:
+def _fault_point(name: str, step: int) -> None:
+    """Fault injection for tests: DDPM_REPRO_FAULT=<name>@<step> ends the process here at
+    that step with no cleanup at all, as SIGKILL would (exit status 137)."""
+    if os.environ.get("DDPM_REPRO_FAULT") == f"{name}@{step}":
         os._exit(137)
+
+
+def remove_partial_writes(directory: str | Path) -> None:
+    """Delete temporary files left by a write that was killed (see io.atomic_write)."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for tmp in directory.glob(".ckpt_*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -> Path:
@@ -52,7 +61,7 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -
 
     def write(f) -> None:
         torch.save(payload, f)
-        _fault_point("checkpoint-mid-write")
+        _fault_point("checkpoint-mid-write", payload["step"])
 
     atomic_write(path, write)
     for old in list_checkpoints(directory)[:-keep]:

@@ -28,7 +28,13 @@ from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
 from ..models import UNet, UNetConfig
 from ..seeding import derive_seed
-from .checkpoint import checkpoint_path, list_checkpoints, load_latest, save_checkpoint
+from .checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    load_latest,
+    remove_partial_writes,
+    save_checkpoint,
+)
 from .distributed import DistContext, setup_distributed
 from .ema import EMA
 
@@ -162,6 +168,8 @@ class Trainer:
         return changed
 
     def _resume(self) -> None:
+        if self.ctx.is_main:
+            remove_partial_writes(self.checkpoint_dir)
         found = load_latest(self.checkpoint_dir, map_location=self.ctx.device)
         if found is None:
             return
