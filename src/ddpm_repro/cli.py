@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -206,6 +207,33 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_quality(samples_path: str, reference_dir: str | None) -> dict:
+    """Frechet distance and Inception-Score analogue of samples in the reference classifier."""
+    import numpy as np
+    import torch
+
+    from .data import load_arrays
+    from .evaluation.classifier import classifier_from_state, inception_score_analogue, predict
+    from .evaluation.frechet import feature_statistics, frechet_distance
+
+    if reference_dir is None:
+        raise ValueError("--samples needs --reference (the folder the reference stage wrote)")
+    ref = Path(reference_dir)
+    for name in ("classifier.pt", "train_features.npz"):
+        if not (ref / name).is_file():
+            raise FileNotFoundError(f"reference file '{ref / name}' not found; run the reference stage")
+    model = classifier_from_state(torch.load(ref / "classifier.pt", weights_only=True))
+    samples = load_arrays(samples_path)
+    features, probs = predict(model, samples.images)
+    with np.load(ref / "train_features.npz") as stats:
+        fd = frechet_distance(*feature_statistics(features), stats["mu"], stats["sigma"])
+    return {
+        "fd_classifier": fd,
+        "is_classifier": inception_score_analogue(probs),
+        "fd_samples": len(features),
+    }
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     """NLL in bits/dim of a checkpoint on the test split (full bound), as JSON."""
     from .config import build_diffusion
@@ -233,6 +261,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
+    if args.samples:
+        metrics.update(_sample_quality(args.samples, args.reference))
     metrics.update(
         cell=config.cell,
         checkpoint_step=int(ckpt["step"]),
@@ -242,9 +272,49 @@ def _evaluate(args: argparse.Namespace) -> int:
     tracker = Tracker(config, "evaluate")
     tracker.find_cell_run()
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
+    fd = f", FD {metrics['fd_classifier']:.3f}" if "fd_classifier" in metrics else ""
     print(
         f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
-        f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms) -> {args.out}"
+        f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms){fd} -> {args.out}"
+    )
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    """Train the offline feature extractor and write the training split's feature statistics."""
+    import numpy as np
+    import torch
+
+    from .config import load_config
+    from .data import load_arrays
+    from .evaluation.classifier import classifier_state, inception_score_analogue, predict, train_classifier
+    from .evaluation.frechet import feature_statistics, frechet_distance
+    from .io import atomic_write, write_json
+
+    cfg = load_config(args.params, args.set).reference
+    train = load_arrays(Path(args.data) / "train.npz")
+    test = load_arrays(Path(args.data) / "test.npz")
+    model = train_classifier(
+        train, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.feature_dim, progress=not args.no_progress
+    )
+    train_features, _ = predict(model, train.images)
+    test_features, test_probs = predict(model, test.images)
+    mu, sigma = feature_statistics(train_features)
+    out = Path(args.out)
+    atomic_write(out / "classifier.pt", lambda f: torch.save(classifier_state(model), f))
+    atomic_write(out / "train_features.npz", lambda f: np.savez(f, mu=mu, sigma=sigma, n=len(train_features)))
+    metrics = {
+        "classifier_test_accuracy": float((test_probs.argmax(1) == test.labels).mean()),
+        # What real images score: the held-out split against the training statistics.
+        "fd_test_vs_train": frechet_distance(*feature_statistics(test_features), mu, sigma),
+        "is_test": inception_score_analogue(test_probs),
+        "test_images": len(test.images),
+        "train_images": len(train.images),
+    }
+    write_json(args.metrics, metrics)
+    print(
+        f"reference classifier: test accuracy {metrics['classifier_test_accuracy']:.3f}, "
+        f"FD(test, train) {metrics['fd_test_vs_train']:.3f} -> {out}"
     )
     return 0
 
@@ -256,7 +326,8 @@ def _report(args: argparse.Namespace) -> int:
 
     config = load_config(args.params, args.set)
     rows = collect_cells(args.cells_dir, config.grid.cells)
-    md, csv_path = write_report(config, rows, args.out_dir)
+    reference = json.loads(Path(args.reference).read_text()) if Path(args.reference).is_file() else None
+    md, csv_path = write_report(config, rows, args.out_dir, reference)
     print(f"wrote {md} and {csv_path} ({len(rows)} cells)")
     return 0
 
@@ -362,12 +433,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint(evaluate)
     evaluate.add_argument("--data", required=True, help="test split .npz")
     evaluate.add_argument("--out", required=True, help="output metrics JSON")
+    evaluate.add_argument("--samples", help="samples .npz: adds the Frechet distance in reference features")
+    evaluate.add_argument("--reference", help="folder written by the reference stage")
     evaluate.set_defaults(func=_evaluate)
+
+    reference = commands.add_parser(
+        "reference", help="train the offline feature classifier; write train-split feature statistics"
+    )
+    add_params(reference)
+    reference.add_argument("--data", required=True, help="folder with train.npz and test.npz")
+    reference.add_argument("--out", required=True, help="output folder (classifier.pt, train_features.npz)")
+    reference.add_argument("--metrics", required=True, help="output metrics JSON (test accuracy, ...)")
+    reference.set_defaults(func=_reference)
 
     report = commands.add_parser("report", help="write the comparison tables of the grid")
     add_params(report)
     report.add_argument("--cells-dir", default="reports/cells", help="folder of <cell>/{train,eval}.json")
     report.add_argument("--out-dir", default="reports", help="where report.md and report.csv go")
+    report.add_argument("--reference", default="reports/reference.json", help="the reference stage's metrics")
     report.set_defaults(func=_report)
 
     repro = commands.add_parser(

@@ -222,6 +222,20 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """The offline feature extractor: a small classifier trained on the training split."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.001
+    feature_dim: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "reference", "epochs", "batch_size", "lr", "feature_dim")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow. The store is MLFLOW_TRACKING_URI if set, else sqlite:///<repo>/mlflow.db."""
 
@@ -246,6 +260,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property

@@ -24,13 +24,21 @@ def test_every_stage_wrote_its_outputs(smoke_repo):
         assert train["cell"] == cell and train["steps"] == 30 and np.isfinite(train["final_loss"])
         assert evaluation["nll_images"] == 8 and evaluation["nll_terms"] == 50
         assert 0 < evaluation["nll_bpd"] < 16
+        assert (
+            evaluation["fd_samples"] == 8
+            and evaluation["fd_classifier"] >= 0
+            and evaluation["is_classifier"] >= 1
+        )
         assert (d / "loss.csv").read_text().startswith("step,loss")
         assert (d / "samples.png").stat().st_size > 0
         samples = load_arrays(smoke_repo / "samples" / f"{cell}.npz")
         assert samples.images.shape == (8, 8, 8, 1) and samples.images.dtype == np.uint8
+    reference = json.loads((smoke_repo / "reports" / "reference.json").read_text())
+    assert 0 <= reference["classifier_test_accuracy"] <= 1 and reference["test_images"] == 359
     report = (smoke_repo / "reports" / "report.md").read_text()
     assert "profile `smoke`" in report and report.count("| linear |") == 4 and report.count("| cosine |") == 4
-    assert "not computed" not in report
+    assert "FID (Inception): not computed" in report  # no Inception weights offline
+    assert "| not computed |" not in report  # every table number was computed
 
 
 def test_the_pipeline_is_up_to_date_after_a_run(smoke_repo):
@@ -70,7 +78,13 @@ def test_mlflow_holds_one_run_per_cell_under_the_pipeline_run(smoke_repo):
             and len(t["git_commit"]) == 40
         )
         metrics = {k for (k,) in db.execute("select distinct key from metrics where run_uuid = ?", (run_id,))}
-        assert {"train/loss", "final/final_loss", "sample/num_samples", "eval/nll_bpd"} <= metrics
+        assert {
+            "train/loss",
+            "final/final_loss",
+            "sample/num_samples",
+            "eval/nll_bpd",
+            "eval/fd_classifier",
+        } <= metrics
         params = dict(db.execute("select key, value from params where run_uuid = ?", (run_id,)))
         assert params["diffusion.schedule"] == cell.split("-")[0] and params["train.steps"] == "30"
     assert tags[cells["cosine-aux"]]["extension"].startswith("D3PM auxiliary loss")
@@ -107,7 +121,11 @@ def test_the_default_params_define_the_eight_cell_grid(tmp_path):
     repo = copy_repo(tmp_path / "repo", profile=None)
     stages = run(["dvc", "stage", "list", "--name-only"], repo, timeout=300)
     assert stages.returncode == 0, stages.stderr
-    expected = ["prepare"] + [f"{s}@{c}" for s in ("train", "sample", "evaluate") for c in CELLS] + ["report"]
+    expected = (
+        ["prepare", "reference"]
+        + [f"{s}@{c}" for s in ("train", "sample", "evaluate") for c in CELLS]
+        + ["report"]
+    )
     assert sorted(stages.stdout.split()) == sorted(expected)
     status = run(["dvc", "status", "--json"], repo, timeout=300)
     assert status.returncode == 0 and set(json.loads(status.stdout)) == set(expected)

@@ -34,9 +34,14 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def write_report(config: Config, rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
-    """reports/report.md and reports/report.csv; returns their paths."""
+def write_report(
+    config: Config, rows: list[dict], out_dir: str | Path, reference: dict | None = None
+) -> tuple[Path, Path]:
+    """reports/report.md and reports/report.csv; returns their paths. `reference` holds the
+    reference stage's metrics (classifier accuracy, the real-data FD baseline)."""
     out_dir = Path(out_dir)
+    reference = reference or {}
+    sample_counts = ", ".join(map(str, sorted({r["fd_samples"] for r in rows if "fd_samples" in r})))
     d, t, e = config.diffusion, config.train, config.evaluate
     nll_images = {r.get("nll_images") for r in rows if r.get("nll_images") is not None}
     header = [
@@ -55,17 +60,28 @@ def write_report(config: Config, rows: list[dict], out_dir: str | Path) -> tuple
         "standard error over images.",
         "- Train loss: the objective's own value (L_simple, T·L_t, ...) averaged over the last "
         f"{t.log_every} steps; losses of different objectives are not comparable with each other.",
+        "- FD / IS (classifier): Frechet distance and Inception-Score analogue of the samples in the "
+        "features of a small CNN trained on this dataset by the `reference` stage (test accuracy "
+        f"{_fmt(reference.get('classifier_test_accuracy'))}); samples per cell: "
+        f"{sample_counts or NOT_COMPUTED}. "
+        f"Real held-out images score FD {_fmt(reference.get('fd_test_vs_train'))} and IS "
+        f"{_fmt(reference.get('is_test'), 2)} against the training set. Not Inception features: "
+        "not comparable with any published FID.",
+        "- FID (Inception): not computed; this report has no Inception weights offline.",
         "- The aux rows apply D3PM's auxiliary loss to Gaussian diffusion: this project's extension.",
         "",
     ]
     table = [
-        "| schedule | objective | train loss | NLL (bits/dim) |",
-        "|---|---|---|---|",
+        "| schedule | objective | train loss | NLL (bits/dim) | FD (classifier) | IS (classifier) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         nll = NOT_COMPUTED if r.get("nll_bpd") is None else f"{r['nll_bpd']:.3f} ± {r['nll_bpd_se']:.3f}"
         objective = f"L_{r['loss']}" + (" (extension)" if r["loss"] == "aux" else "")
-        table.append(f"| {r['schedule']} | {objective} | {_fmt(r.get('final_loss'), 4)} | {nll} |")
+        table.append(
+            f"| {r['schedule']} | {objective} | {_fmt(r.get('final_loss'), 4)} | {nll} | "
+            f"{_fmt(r.get('fd_classifier'))} | {_fmt(r.get('is_classifier'), 2)} |"
+        )
     md_path = out_dir / "report.md"
     write_text(md_path, "\n".join(header + table) + "\n")
 
@@ -82,6 +98,9 @@ def write_report(config: Config, rows: list[dict], out_dir: str | Path) -> tuple
         "prior_bpd",
         "decoder_bpd",
         "kl_bpd",
+        "fd_classifier",
+        "is_classifier",
+        "fd_samples",
     ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fields, extrasaction="ignore")
