@@ -110,14 +110,14 @@ class Trainer:
         n, h, w, c = data.images.shape
         if n == 0:
             raise ValueError("the training data is empty")
+        if h != w:
+            raise ValueError(f"images must be square, got {h}x{w}")
         self.num_classes = data.num_classes
         if config.model.class_cond and self.num_classes is None:
             raise ValueError("model.class_cond is true but the data has no labels")
         self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(data.labels).to(device)
         self.unet_config = build_unet_config(config, image_size=h, channels=c, num_classes=self.num_classes)
-        if h != w:
-            raise ValueError(f"images must be square, got {h}x{w}")
 
         torch.manual_seed(tc.seed)  # the same initial weights on every process
         self.model = UNet(self.unet_config).to(device)
