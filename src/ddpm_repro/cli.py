@@ -207,38 +207,12 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_quality(samples_path: str, reference_dir: str | None) -> dict:
-    """Frechet distance and Inception-Score analogue of samples in the reference classifier."""
-    import numpy as np
-    import torch
-
-    from .data import load_arrays
-    from .evaluation.classifier import classifier_from_state, inception_score_analogue, predict
-    from .evaluation.frechet import feature_statistics, frechet_distance
-
-    if reference_dir is None:
-        raise ValueError("--samples needs --reference (the folder the reference stage wrote)")
-    ref = Path(reference_dir)
-    for name in ("classifier.pt", "train_features.npz"):
-        if not (ref / name).is_file():
-            raise FileNotFoundError(f"reference file '{ref / name}' not found; run the reference stage")
-    model = classifier_from_state(torch.load(ref / "classifier.pt", weights_only=True))
-    samples = load_arrays(samples_path)
-    features, probs = predict(model, samples.images)
-    with np.load(ref / "train_features.npz") as stats:
-        fd = frechet_distance(*feature_statistics(features), stats["mu"], stats["sigma"])
-    return {
-        "fd_classifier": fd,
-        "is_classifier": inception_score_analogue(probs),
-        "fd_samples": len(features),
-    }
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     """NLL in bits/dim of a checkpoint on the test split (full bound), as JSON."""
     from .config import build_diffusion
     from .data import load_arrays
     from .evaluation import evaluate_nll
+    from .evaluation.reference import sample_quality
     from .io import write_json
     from .tracking import Tracker
     from .training import model_from_checkpoint
@@ -262,7 +236,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.samples:
-        metrics.update(_sample_quality(args.samples, args.reference))
+        if args.reference is None:
+            raise ValueError("--samples needs --reference (the folder the reference stage wrote)")
+        metrics.update(sample_quality(load_arrays(args.samples), args.reference))
     metrics.update(
         cell=config.cell,
         checkpoint_step=int(ckpt["step"]),
@@ -282,39 +258,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _reference(args: argparse.Namespace) -> int:
     """Train the offline feature extractor and write the training split's feature statistics."""
-    import numpy as np
-    import torch
-
     from .config import load_config
     from .data import load_arrays
-    from .evaluation.classifier import classifier_state, inception_score_analogue, predict, train_classifier
-    from .evaluation.frechet import feature_statistics, frechet_distance
-    from .io import atomic_write, write_json
+    from .evaluation.reference import build_reference
+    from .io import write_json
 
     cfg = load_config(args.params, args.set).reference
     train = load_arrays(Path(args.data) / "train.npz")
     test = load_arrays(Path(args.data) / "test.npz")
-    model = train_classifier(
-        train, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.feature_dim, progress=not args.no_progress
+    metrics = build_reference(
+        train,
+        test,
+        args.out,
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.seed,
+        cfg.feature_dim,
+        progress=not args.no_progress,
     )
-    train_features, _ = predict(model, train.images)
-    test_features, test_probs = predict(model, test.images)
-    mu, sigma = feature_statistics(train_features)
-    out = Path(args.out)
-    atomic_write(out / "classifier.pt", lambda f: torch.save(classifier_state(model), f))
-    atomic_write(out / "train_features.npz", lambda f: np.savez(f, mu=mu, sigma=sigma, n=len(train_features)))
-    metrics = {
-        "classifier_test_accuracy": float((test_probs.argmax(1) == test.labels).mean()),
-        # What real images score: the held-out split against the training statistics.
-        "fd_test_vs_train": frechet_distance(*feature_statistics(test_features), mu, sigma),
-        "is_test": inception_score_analogue(test_probs),
-        "test_images": len(test.images),
-        "train_images": len(train.images),
-    }
     write_json(args.metrics, metrics)
     print(
         f"reference classifier: test accuracy {metrics['classifier_test_accuracy']:.3f}, "
-        f"FD(test, train) {metrics['fd_test_vs_train']:.3f} -> {out}"
+        f"FD(test, train) {metrics['fd_test_vs_train']:.3f} -> {args.out}"
     )
     return 0
 
