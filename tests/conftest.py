@@ -8,6 +8,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # check tracking turn it back on against a store of their own.
 os.environ["DDPM_REPRO_TRACKING"] = "0"
 
+import socket  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -43,3 +45,10 @@ def make_diffusion():
         )
 
     return make
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

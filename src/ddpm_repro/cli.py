@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.metrics:
         write_json(args.metrics, final)
     if args.loss_curve:
-        write_text(args.loss_curve, (Path(args.checkpoint_dir) / "metrics.csv").read_text())
+        write_text(args.loss_curve, log.path.read_text())
     tracker.log_metrics(
         {k: v for k, v in final.items() if isinstance(v, float)}, step=result.step, prefix="final/"
     )

@@ -3,13 +3,13 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
+from ..conftest import free_port
 from .conftest import REPO, VENV_BIN, pipeline_env, run
 
 TINY_CELL = [
@@ -21,12 +21,6 @@ TINY_CELL = [
     "train.steps=4",
     "--no-progress",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

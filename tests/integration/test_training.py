@@ -1,7 +1,6 @@
 """The trainer: exact resume, checkpoints, microbatching, NaN handling, DDP."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from ddpm_repro.training import (
 )
 from ddpm_repro.training.checkpoint import load_latest
 
+from ..conftest import free_port
 from .conftest import tiny_config
 
 
@@ -141,12 +141,6 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, digit
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, port: int, data, out_dir: str, results) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
@@ -172,7 +166,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     results = manager.dict()
     mp.start_processes(
         _ddp_worker,
-        args=(_free_port(), digits_train, str(tmp_path / "ddp"), results),
+        args=(free_port(), digits_train, str(tmp_path / "ddp"), results),
         nprocs=2,
         start_method="spawn",
     )

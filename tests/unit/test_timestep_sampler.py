@@ -1,7 +1,6 @@
 """Timestep samplers: uniform, and loss-second-moment importance sampling."""
 
 import io
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,8 @@ from ddpm_repro.diffusion import (
     UniformSampler,
     create_named_schedule_sampler,
 )
+
+from ..conftest import free_port
 
 
 def test_uniform_sampler_has_unit_weights():
@@ -76,12 +77,6 @@ def test_named_samplers():
         create_named_schedule_sampler("importance", 5)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _gather_worker(rank: int, port: int, results) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -99,7 +94,7 @@ def _gather_worker(rank: int, port: int, results) -> None:
 def test_importance_sampler_all_gathers_losses_across_processes():
     manager = mp.Manager()
     results = manager.dict()
-    mp.start_processes(_gather_worker, args=(_free_port(), results), nprocs=2, start_method="spawn")
+    mp.start_processes(_gather_worker, args=(free_port(), results), nprocs=2, start_method="spawn")
     (h0, c0), (h1, c1) = results[0], results[1]
     assert torch.equal(h0, h1) and torch.equal(c0, c1)
     assert c0.tolist() == [1, 1, 1, 2]

@@ -29,6 +29,7 @@ from ..diffusion import create_named_schedule_sampler
 from ..models import UNet, UNetConfig
 from ..seeding import derive_seed
 from .checkpoint import (
+    FORMAT_VERSION,
     checkpoint_path,
     list_checkpoints,
     load_latest,
@@ -143,7 +144,7 @@ class Trainer:
         if self.ctx.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.ctx.device)
         return {
-            "format": 1,
+            "format": FORMAT_VERSION,
             "step": self.step,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
