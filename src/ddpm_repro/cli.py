@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -130,13 +131,15 @@ def _train(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if not trainer.ctx.is_main:
         return 0
+    # A run resumed at its last step trained nothing now: its final metrics are the log's last row.
+    last = result.metrics or log.last()
     final = {
         "cell": config.cell,
         "steps": result.step,
-        "final_loss": result.metrics.get("loss"),
-        "final_mse": result.metrics.get("mse"),
-        "final_vb": result.metrics.get("vb"),
-        "images_per_s": result.metrics.get("images_per_s"),
+        "final_loss": last.get("loss"),
+        "final_mse": last.get("mse"),
+        "final_vb": last.get("vb"),
+        "images_per_s": last.get("images_per_s"),
         "train_seconds_this_run": round(time.perf_counter() - start, 1),
     }
     if args.metrics:
@@ -149,7 +152,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.loss_curve:
         tracker.log_artifact(args.loss_curve)
     tracker.end()
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
     print(f"trained {config.cell} to step {result.step}: {result.checkpoint} ({summary})")
     return 0
 
@@ -208,11 +211,13 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    """NLL in bits/dim of a checkpoint on the test split (full bound), as JSON."""
+    """NLL in bits/dim of a checkpoint on the test split (full bound); with --samples, their
+    quality against the reference stage's statistics and the sampling-step curve; as JSON."""
     from .config import build_diffusion
     from .data import load_arrays
     from .evaluation import evaluate_nll
-    from .evaluation.reference import sample_quality
+    from .evaluation.reference import Reference
+    from .evaluation.step_curve import step_curve
     from .io import write_json
     from .tracking import Tracker
     from .training import model_from_checkpoint
@@ -220,13 +225,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     path, ckpt, config = _load_cell(args)
     test = load_arrays(args.data)
+    if args.samples and args.reference is None:
+        raise ValueError("--samples needs --reference (the folder the reference stage wrote)")
+    reference = Reference(args.reference) if args.samples else None  # missing files fail before work
     device = pick_device(args.device)
     e = config.evaluate
     model = model_from_checkpoint(ckpt, use_ema=e.use_ema, device=device)
+    diffusion = build_diffusion(config.diffusion)
     start = time.perf_counter()
     metrics = evaluate_nll(
         model,
-        build_diffusion(config.diffusion),
+        diffusion,
         test,
         e.nll_images,
         e.nll_batch,
@@ -235,19 +244,39 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
-    if args.samples:
-        if args.reference is None:
-            raise ValueError("--samples needs --reference (the folder the reference stage wrote)")
-        metrics.update(sample_quality(load_arrays(args.samples), args.reference))
+    if reference is not None:
+        samples = load_arrays(args.samples)
+        metrics.update(reference.classifier_quality(samples))
+        metrics.update(reference.inception_fid(samples))
+        if e.curve_points:
+            unet = model.config
+            metrics["step_curve"] = step_curve(
+                model,
+                diffusion,
+                dataclasses.replace(config.sample, clip_denoised=e.clip_denoised, seed=e.seed),
+                reference,
+                (unet.in_channels, unet.image_size, unet.image_size),
+                e.curve_points,
+                e.curve_samples,
+                num_classes=unet.num_classes,
+                device=device,
+                progress=not args.no_progress,
+            )
     metrics.update(
         cell=config.cell,
         checkpoint_step=int(ckpt["step"]),
         eval_seconds=round(time.perf_counter() - start, 1),
     )
+    if config.model.class_cond:
+        metrics["guidance_scale"] = config.sample.guidance_scale
     write_json(args.out, metrics)
     tracker = Tracker(config, "evaluate")
     tracker.find_cell_run()
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
+    for point in metrics.get("step_curve", []):
+        tracker.log_metrics(
+            {f"fd_{point['method']}": point["fd_classifier"]}, step=point["steps"], prefix="curve/"
+        )
     fd = f", FD {metrics['fd_classifier']:.3f}" if "fd_classifier" in metrics else ""
     print(
         f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
@@ -257,11 +286,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    """Train the offline feature extractor and write the training split's feature statistics."""
+    """Train the offline feature extractor and write the training split's feature statistics
+    (and its Inception statistics when pytorch-fid's weights are available)."""
     from .config import load_config
     from .data import load_arrays
     from .evaluation.reference import build_reference
     from .io import write_json
+    from .training.distributed import pick_device
 
     cfg = load_config(args.params, args.set).reference
     train = load_arrays(Path(args.data) / "train.npz")
@@ -275,6 +306,9 @@ def _reference(args: argparse.Namespace) -> int:
         cfg.lr,
         cfg.seed,
         cfg.feature_dim,
+        inception=cfg.inception,
+        inception_download=cfg.inception_download,
+        device=pick_device(args.device),
         progress=not args.no_progress,
     )
     write_json(args.metrics, metrics)
@@ -286,15 +320,16 @@ def _reference(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    """The comparison tables of every cell of the grid."""
+    """The comparison tables, claims and plots of every cell of the grid."""
     from .config import load_config
-    from .reporting import collect_cells, write_report
+    from .reporting import collect_cells, collect_conditional, write_report
 
     config = load_config(args.params, args.set)
     rows = collect_cells(args.cells_dir, config.grid.cells)
     reference = json.loads(Path(args.reference).read_text()) if Path(args.reference).is_file() else None
-    md, csv_path = write_report(config, rows, args.out_dir, reference)
-    print(f"wrote {md} and {csv_path} ({len(rows)} cells)")
+    conditional = collect_conditional(args.conditional_dir)  # None without its eval.json
+    paths = write_report(config, rows, args.out_dir, reference, conditional)
+    print(f"wrote {len(paths)} files under {args.out_dir} ({len(rows)} cells)")
     return 0
 
 
@@ -392,14 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="NLL in bits/dim of a checkpoint on a test split",
+        help="NLL in bits/dim of a checkpoint on a test split; sample quality; step curve",
         description="The full variational bound (all T terms plus the prior) on the first "
-        "evaluate.nll_images test images, from the EMA weights.",
+        "evaluate.nll_images test images, from the EMA weights. With --samples: their FD and IS in "
+        "the reference classifier's features, FID when the reference has Inception statistics, "
+        "per-class accuracy for a class-conditional model, and the FD at each evaluate.curve_steps "
+        "(Improved DDPM Fig. 8).",
     )
     add_checkpoint(evaluate)
     evaluate.add_argument("--data", required=True, help="test split .npz")
     evaluate.add_argument("--out", required=True, help="output metrics JSON")
-    evaluate.add_argument("--samples", help="samples .npz: adds the Frechet distance in reference features")
+    evaluate.add_argument("--samples", help="samples .npz: adds their quality against --reference")
     evaluate.add_argument("--reference", help="folder written by the reference stage")
     evaluate.set_defaults(func=_evaluate)
 
@@ -410,13 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--data", required=True, help="folder with train.npz and test.npz")
     reference.add_argument("--out", required=True, help="output folder (classifier.pt, train_features.npz)")
     reference.add_argument("--metrics", required=True, help="output metrics JSON (test accuracy, ...)")
+    reference.add_argument("--device", default="auto", help="auto, cpu or cuda (the Inception features)")
     reference.set_defaults(func=_reference)
 
-    report = commands.add_parser("report", help="write the comparison tables of the grid")
+    report = commands.add_parser("report", help="write the comparison tables, claims and plots of the grid")
     add_params(report)
     report.add_argument("--cells-dir", default="reports/cells", help="folder of <cell>/{train,eval}.json")
-    report.add_argument("--out-dir", default="reports", help="where report.md and report.csv go")
+    report.add_argument("--out-dir", default="reports", help="where report.md/.csv/.tex and plots/ go")
     report.add_argument("--reference", default="reports/reference.json", help="the reference stage's metrics")
+    report.add_argument(
+        "--conditional-dir", default="reports/conditional", help="the class-conditional cell's outputs"
+    )
     report.set_defaults(func=_report)
 
     repro = commands.add_parser(

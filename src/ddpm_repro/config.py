@@ -19,6 +19,7 @@ from typing import Any
 from .diffusion import (
     SAMPLERS,
     SCHEDULES,
+    AuxVariance,
     GaussianDiffusion,
     LossType,
     ModelMeanType,
@@ -65,7 +66,9 @@ class DiffusionConfig:
     loss: LossType = LossType.HYBRID
     hybrid_lambda: float = 0.001
     aux_lambda: float = 0.001
+    aux_variance: AuxVariance = AuxVariance.DECODER
     timestep_sampler: str = "uniform"
+    variant: str = ""  # the `losses` entry this cell trains, when not named after its objective
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -169,25 +172,33 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossSettings:
-    """The per-objective settings of a grid cell (DESIGN.md, "One grid cell")."""
+    """One entry of `losses:` (DESIGN.md, "One grid cell"): an objective and what it needs.
 
-    var_type: ModelVarType = ModelVarType.LEARNED_RANGE
-    timestep_sampler: str = "uniform"
+    An entry named after an objective (simple, hybrid, vlb, aux) trains that objective; any
+    other name (e.g. DDPM Table 2's `mean-vlb-learned`) must set `objective`. Unset keys take
+    the `diffusion` section's value; a key may be set in one of the two places only.
+    """
+
+    objective: LossType | None = None
+    mean_type: ModelMeanType | None = None
+    var_type: ModelVarType | None = None
+    timestep_sampler: str | None = None
     hybrid_lambda: float | None = None
     aux_lambda: float | None = None
+    aux_variance: AuxVariance | None = None
 
 
-@dataclass(frozen=True)
-class LossesConfig:
-    simple: LossSettings = field(default_factory=lambda: LossSettings(var_type=ModelVarType.FIXED_LARGE))
-    hybrid: LossSettings = field(default_factory=lambda: LossSettings(hybrid_lambda=0.001))
-    vlb: LossSettings = field(default_factory=lambda: LossSettings(timestep_sampler="loss-second-moment"))
-    aux: LossSettings = field(default_factory=lambda: LossSettings(aux_lambda=0.001))
+DEFAULT_LOSSES = {
+    "simple": LossSettings(var_type=ModelVarType.FIXED_LARGE),
+    "hybrid": LossSettings(var_type=ModelVarType.LEARNED_RANGE, hybrid_lambda=0.001),
+    "vlb": LossSettings(var_type=ModelVarType.LEARNED_RANGE, timestep_sampler="loss-second-moment"),
+    "aux": LossSettings(var_type=ModelVarType.LEARNED_RANGE, aux_lambda=0.001),
+}
 
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The ablation grid: every schedule is crossed with every loss."""
+    """The ablation grid: every schedule is crossed with every entry of `losses` named here."""
 
     schedules: tuple[str, ...] = ("linear", "cosine")
     losses: tuple[str, ...] = ("simple", "hybrid", "vlb", "aux")
@@ -196,11 +207,6 @@ class GridConfig:
         for s in self.schedules:
             if s not in SCHEDULES:
                 raise ConfigError(f"grid.schedules: unknown {s!r}; valid: {', '.join(SCHEDULES)}")
-        for loss in self.losses:
-            if loss not in [t.value for t in LossType]:
-                raise ConfigError(
-                    f"grid.losses: unknown {loss!r}; valid: {', '.join(t.value for t in LossType)}"
-                )
 
     @property
     def cells(self) -> list[str]:
@@ -216,9 +222,23 @@ class EvaluateConfig:
     clip_denoised: bool = True
     use_ema: bool = True
     seed: int = 0
+    # Improved DDPM Fig. 8: the FD of `curve_samples` samples per sampling method at each
+    # number of steps (T: the full chain), e.g. {ancestral: [10, 100, 1000], ddim: [10, 100]}
+    curve: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    curve_samples: int = 64
 
     def __post_init__(self) -> None:
-        _positive(self, "evaluate", "nll_images", "nll_batch")
+        _positive(self, "evaluate", "nll_images", "nll_batch", "curve_samples")
+        methods = [m.value for m in SampleMethod]
+        for method, steps in self.curve.items():
+            if method not in methods:
+                raise ConfigError(f"evaluate.curve: unknown method {method!r}; valid: {', '.join(methods)}")
+            if any(n <= 0 for n in steps):
+                raise ConfigError(f"evaluate.curve.{method}: {list(steps)} must be positive numbers of steps")
+
+    @property
+    def curve_points(self) -> list[tuple[SampleMethod, int]]:
+        return [(SampleMethod(m), n) for m, steps in self.curve.items() for n in steps]
 
 
 @dataclass(frozen=True)
@@ -230,9 +250,27 @@ class ReferenceConfig:
     lr: float = 0.001
     feature_dim: int = 64
     seed: int = 0
+    inception: bool = True  # FID statistics when pytorch-fid's weights are in torch.hub's cache
+    inception_download: bool = False  # let pytorch-fid download them (online machines)
 
     def __post_init__(self) -> None:
         _positive(self, "reference", "epochs", "batch_size", "lr", "feature_dim")
+
+
+@dataclass(frozen=True)
+class ConditionalConfig:
+    """A class-conditional variant of one grid cell, sampled with classifier-free guidance."""
+
+    schedule: str = "cosine"
+    loss: str = "hybrid"  # an entry of `losses`
+    guidance_scale: float = 1.0  # eps_u + s (eps_c - eps_u); 1: conditional only
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "conditional", "guidance_scale")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"conditional.schedule: unknown {self.schedule!r}; valid: {', '.join(SCHEDULES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -255,18 +293,35 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    losses: LossesConfig = field(default_factory=LossesConfig)
+    losses: dict[str, LossSettings] = field(default_factory=lambda: dict(DEFAULT_LOSSES))
     grid: GridConfig = field(default_factory=GridConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        T = self.diffusion.timesteps
+        for method, n in self.evaluate.curve_points:
+            if n > T:
+                raise ConfigError(f"evaluate.curve.{method.value}: {n} steps is more than T={T}")
+        if self.conditional.loss not in self.losses:
+            valid = ", ".join(self.losses)
+            raise ConfigError(
+                f"conditional.loss: unknown {self.conditional.loss!r}; valid (entries of losses): {valid}"
+            )
+        for name in self.grid.losses:
+            if name not in self.losses:
+                valid = ", ".join(self.losses)
+                raise ConfigError(f"grid.losses: unknown {name!r}; valid (entries of losses): {valid}")
 
     @property
     def cell(self) -> str:
-        """This config's grid cell name, e.g. cosine-hybrid."""
-        return f"{self.diffusion.schedule}-{self.diffusion.loss.value}"
+        """This config's grid cell name, e.g. cosine-hybrid; "-cond" ends a class-conditional one."""
+        cond = "-cond" if self.model.class_cond else ""
+        return f"{self.diffusion.schedule}-{self.diffusion.variant or self.diffusion.loss.value}{cond}"
 
 
 def _positive(obj: Any, section: str, *names: str) -> None:
@@ -291,6 +346,7 @@ def build_diffusion(cfg: DiffusionConfig) -> GaussianDiffusion:
         loss_type=cfg.loss,
         hybrid_lambda=cfg.hybrid_lambda,
         aux_lambda=cfg.aux_lambda,
+        aux_variance=cfg.aux_variance,
     )
 
 
@@ -333,6 +389,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str) and value.lower() in valid:
             return tp(value.lower())
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(valid)}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        (_, inner) = typing.get_args(tp)
+        return {str(k): _coerce(v, inner, _join(key, k)) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -375,27 +436,52 @@ def _join(prefix: str, key: str) -> str:
 def config_from_dict(data: dict, cell: str | None = None) -> Config:
     """Validate a nested dict (as from YAML) into a `Config`. Missing keys take defaults.
 
-    The diffusion section is resolved for one objective: the `losses.<loss>` settings
-    (variance type, timestep sampler, lambdas) first, then the keys of `diffusion`, then
-    the cell ("<schedule>-<loss>", e.g. "cosine-hybrid") when one is given.
+    With a cell ("<schedule>-<loss entry>", e.g. "cosine-hybrid") the diffusion section is
+    resolved for it: the keys of `diffusion` (shared by every cell), the keys the entry
+    `losses.<loss entry>` sets (objective, variance type, sampler, lambdas), and the
+    schedule. Without a cell, `diffusion` is taken as it is (e.g. a checkpoint's resolved one).
     """
     if not isinstance(data, dict):
         raise ConfigError(f"the params must be a mapping of sections, got {type(data).__name__}")
     data = dict(data)
     diffusion = dict(data.get("diffusion") or {})
+    data["losses"] = losses = _merge_losses(data.get("losses") or {})
     if cell is not None:
-        schedule, sep, loss = cell.partition("-")
+        schedule, sep, name = cell.partition("-")
         if not sep:
             raise ConfigError(f"cell {cell!r} is not of the form <schedule>-<loss>, e.g. cosine-hybrid")
-        diffusion.update(schedule=schedule, loss=loss)
-    losses = _from_dict(LossesConfig, data.get("losses") or {}, "losses")
-    loss = str(diffusion.get("loss", DiffusionConfig.loss.value)).lower()
-    settings = getattr(losses, loss, None) if loss in [t.value for t in LossType] else None
-    if settings is not None:
-        defaults = {k: v for k, v in config_to_dict(settings).items() if v is not None}
-        diffusion = {**defaults, **diffusion}
+        if name not in losses:
+            raise ConfigError(f"cell {cell!r}: no entry {name!r} under losses; valid: {', '.join(losses)}")
+        settings = {k: v for k, v in losses[name].items() if v is not None}
+        objective = settings.pop("objective", name)
+        for key in settings:
+            if key in diffusion:
+                raise ConfigError(
+                    f"diffusion.{key} and losses.{name}.{key} are both set; set it in one place"
+                )
+        diffusion.update(settings, schedule=schedule, loss=objective)
+        if name != objective:
+            diffusion["variant"] = name
     data["diffusion"] = diffusion
     return _from_dict(Config, data, "")
+
+
+def _merge_losses(raw: Any) -> dict[str, dict]:
+    """DEFAULT_LOSSES with the params' `losses` entries merged over them, key by key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"losses must be a mapping of named entries, got {raw!r}")
+    merged = {name: config_to_dict(s) for name, s in DEFAULT_LOSSES.items()}
+    objectives = [t.value for t in LossType]
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"losses.{name} must be a mapping, got {entry!r}")
+        merged[str(name)] = {**merged.get(str(name), config_to_dict(LossSettings())), **entry}
+        if str(name) not in objectives and merged[str(name)].get("objective") is None:
+            raise ConfigError(
+                f"losses.{name}: an entry not named after an objective must set objective "
+                f"({', '.join(objectives)})"
+            )
+    return merged
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -406,6 +492,8 @@ def config_to_dict(cfg: Any) -> Any:
         return cfg.value
     if isinstance(cfg, tuple | list):
         return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
     return cfg
 
 

@@ -1,5 +1,6 @@
 """`ddpm-repro` commands as a user runs them: clear one-line errors before any work."""
 
+import json
 import subprocess
 import sys
 
@@ -39,8 +40,13 @@ TINY = [
 
 def test_train_then_sample(tmp_path, digits_npz):
     ckpt = tmp_path / "ckpt"
-    out = cli("train", "--data", str(digits_npz), "--checkpoint-dir", str(ckpt), *TINY, check=True)
+    args = ("train", "--data", str(digits_npz), "--checkpoint-dir", str(ckpt), *TINY)
+    out = cli(*args, "--metrics", str(tmp_path / "first.json"), check=True)
     assert "trained cosine-hybrid to step 4" in out.stdout
+    # Run again: nothing left to train, and the final metrics are still the run's (from its log).
+    cli(*args, "--metrics", str(tmp_path / "again.json"), check=True)
+    first, again = (json.loads((tmp_path / f).read_text()) for f in ("first.json", "again.json"))
+    assert again["steps"] == 4 and again["final_loss"] == pytest.approx(first["final_loss"], rel=1e-5)
     out = cli(
         "sample",
         "--checkpoint",
@@ -64,8 +70,8 @@ def test_train_then_sample(tmp_path, digits_npz):
     [
         (["--set", "train.lr_rate=1"], "unknown key 'train.lr_rate'"),
         (
-            ["--set", "diffusion.loss=vlb", "--set", "diffusion.var_type=fixed_large"],
-            "loss VLB trains the variance",
+            ["--set", "diffusion.loss=aux", "--set", "diffusion.var_type=fixed_large"],
+            "loss AUX trains the variance",
         ),
         (["--params", "missing.yaml"], "params file 'missing.yaml' not found"),
     ],

@@ -1,5 +1,6 @@
 """The DVC pipeline end to end on the smoke profile, in a scratch copy of the repo."""
 
+import csv
 import json
 import shutil
 import sqlite3
@@ -37,8 +38,44 @@ def test_every_stage_wrote_its_outputs(smoke_repo):
     assert 0 <= reference["classifier_test_accuracy"] <= 1 and reference["test_images"] == 359
     report = (smoke_repo / "reports" / "report.md").read_text()
     assert "profile `smoke`" in report and report.count("| linear |") == 4 and report.count("| cosine |") == 4
-    assert "FID (Inception): not computed" in report  # no Inception weights offline
-    assert "| not computed |" not in report  # every table number was computed
+    assert "FID (Inception): not computed" in report  # the smoke profile never runs Inception
+    with (smoke_repo / "reports" / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["cell"] for r in rows] == CELLS
+    for r in rows:  # every number the smoke run computes is there, and FID says it was not computed
+        assert all(float(r[k]) >= 0 for k in ("final_loss", "nll_bpd", "nll_bpd_se", "fd_classifier"))
+        assert r["fid_inception"] == "not computed"
+    assert (smoke_repo / "reports" / "report.tex").read_text().count("\\begin{tabular}") >= 2
+    for plot in ("loss_curves", "nll_fd", "sampling_steps", "class_accuracy"):
+        assert (smoke_repo / "reports" / "plots" / f"{plot}.png").stat().st_size > 0
+
+
+def test_the_step_curve_has_every_configured_point(smoke_repo):
+    # smoke params: evaluate.curve = {ancestral: [5, 50], ddim: [5]}, 8 samples per point (T = 50)
+    for cell in CELLS:
+        curve = json.loads((smoke_repo / "reports" / "cells" / cell / "eval.json").read_text())["step_curve"]
+        assert [(p["method"], p["steps"], p["samples"]) for p in curve] == [
+            ("ancestral", 5, 8),
+            ("ancestral", 50, 8),
+            ("ddim", 5, 8),
+        ]
+        assert all(p["fd_classifier"] >= 0 for p in curve)
+    with (smoke_repo / "reports" / "steps.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 3 * len(CELLS)
+
+
+def test_the_class_conditional_cell_reports_per_class_accuracy(smoke_repo):
+    d = smoke_repo / "reports" / "conditional"
+    evaluation = json.loads((d / "eval.json").read_text())
+    assert evaluation["cell"] == "cosine-hybrid-cond" and evaluation["guidance_scale"] == 2.0
+    per_class = evaluation["per_class_accuracy"]
+    assert sorted(per_class, key=int) == [str(k) for k in range(8)]  # 8 samples: labels 0..7
+    assert all(0 <= v <= 1 for v in per_class.values())
+    assert evaluation["class_accuracy"] == pytest.approx(np.mean(list(per_class.values())))
+    samples = load_arrays(smoke_repo / "samples" / "conditional.npz")
+    assert samples.labels.tolist() == list(range(8))
+    report = (smoke_repo / "reports" / "report.md").read_text()
+    assert "cosine-hybrid-cond" in report and "guidance" in report.lower()
 
 
 def test_the_pipeline_is_up_to_date_after_a_run(smoke_repo):
@@ -59,6 +96,24 @@ def test_changing_one_objectives_key_reruns_only_its_cells(smoke_repo, tmp_path)
     assert ran == expected | {"report"}, sorted(ran)
 
 
+def test_a_dvc_experiment_sweeps_one_key_and_diffs_only_its_cells(smoke_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(smoke_repo, repo, symlinks=True)
+    git = ["git", "-c", "user.email=test@ddpm-repro", "-c", "user.name=test"]
+    run([*git, "add", "-A"], repo)
+    assert run([*git, "commit", "-qm", "the smoke run"], repo).returncode == 0
+    result = run(["dvc", "exp", "run", "-n", "lambda2", "-S", "losses.aux.aux_lambda=0.002"], repo)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert {s for s in ran if "@" in s} == {
+        f"{stage}@{s}-aux" for stage in ("train", "sample", "evaluate") for s in ("linear", "cosine")
+    }
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    assert {path.split("/")[2] for path in diff} == {"linear-aux", "cosine-aux"}, sorted(diff)
+    show = run(["dvc", "exp", "show", "--json"], repo)
+    assert show.returncode == 0 and "lambda2" in show.stdout and "nll_bpd" in show.stdout
+
+
 def test_mlflow_holds_one_run_per_cell_under_the_pipeline_run(smoke_repo):
     db = sqlite3.connect(smoke_repo / "mlflow.db")
     runs = dict(db.execute("select r.run_uuid, r.name from runs r"))
@@ -68,7 +123,8 @@ def test_mlflow_holds_one_run_per_cell_under_the_pipeline_run(smoke_repo):
     parents = [r for r, t in tags.items() if t.get("kind") == "pipeline"]
     assert len(parents) == 1
     cells = {t["cell"]: r for r, t in tags.items() if "cell" in t}
-    assert sorted(cells) == sorted(CELLS) and len(runs) == 9
+    # one run per grid cell, one for the class-conditional cell, and the pipeline's parent run
+    assert sorted(cells) == sorted([*CELLS, "cosine-hybrid-cond"]) and len(runs) == 10
     for cell, run_id in cells.items():
         t = tags[run_id]
         assert t["profile"] == "smoke" and t["mlflow.parentRunId"] == parents[0]
@@ -124,7 +180,7 @@ def test_the_default_params_define_the_eight_cell_grid(tmp_path):
     expected = (
         ["prepare", "reference"]
         + [f"{s}@{c}" for s in ("train", "sample", "evaluate") for c in CELLS]
-        + ["report"]
+        + ["train-cond", "sample-cond", "evaluate-cond", "report"]
     )
     assert sorted(stages.stdout.split()) == sorted(expected)
     status = run(["dvc", "status", "--json"], repo, timeout=300)

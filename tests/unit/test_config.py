@@ -26,7 +26,7 @@ def test_defaults_and_round_trip():
         ),
         ({"diffusion": {"schedule": "cosin"}}, "diffusion.schedule: unknown 'cosin'"),
         ({"diffusion": {"timesteps": 10, "schedule": "linear"}}, "T=10 gives a last beta"),
-        ({"diffusion": {"loss": "vlb", "var_type": "fixed_small"}}, "loss VLB trains the variance"),
+        ({"diffusion": {"loss": "hybrid", "var_type": "fixed_small"}}, "loss HYBRID trains the variance"),
         ({"model": {"preset": "huge"}}, "model.preset: unknown preset 'huge'"),
         ({"model": {"channel_mult": 2}}, "model.channel_mult must be a list"),
         ({"sample": {"steps": "ddimfast"}}, "sample.steps: bad respacing spec"),
@@ -57,3 +57,64 @@ def test_missing_and_malformed_params_files_are_named(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml' is not valid YAML"):
         load_config(bad)
+
+
+def test_named_loss_entries_resolve_their_cell():
+    # DDPM Table 2 style: an entry named for its settings sets its objective explicitly.
+    data = {
+        "losses": {
+            "mean-vlb-fixed": {"objective": "vlb", "mean_type": "previous_x", "var_type": "fixed_large"}
+        },
+        "grid": {"losses": ["simple", "mean-vlb-fixed"]},
+    }
+    cfg = config_from_dict(data, cell="linear-mean-vlb-fixed")
+    assert cfg.cell == "linear-mean-vlb-fixed" and cfg.diffusion.loss is LossType.VLB
+    assert (
+        cfg.diffusion.mean_type.value == "previous_x" and cfg.diffusion.var_type is ModelVarType.FIXED_LARGE
+    )
+    assert config_from_dict(data, cell="linear-simple").diffusion.var_type is ModelVarType.FIXED_LARGE
+    # a checkpoint's resolved config reads back to the same cell
+    assert config_from_dict(config_to_dict(cfg)).cell == "linear-mean-vlb-fixed"
+
+
+def test_aux_variance_is_a_loss_setting():
+    cfg = config_from_dict({"losses": {"aux": {"aux_variance": "posterior"}}}, cell="cosine-aux")
+    assert cfg.diffusion.aux_variance.value == "posterior"
+    assert config_from_dict({}, cell="cosine-aux").diffusion.aux_variance.value == "decoder"
+
+
+@pytest.mark.parametrize(
+    "data,cell,message",
+    [
+        (
+            {"losses": {"eps-x": {"var_type": "learned"}}},
+            None,
+            "losses.eps-x: an entry not named after an objective",
+        ),
+        (
+            {"grid": {"losses": ["simple", "hybird"]}},
+            None,
+            "grid.losses: unknown 'hybird'; valid .*simple, hybrid",
+        ),
+        ({}, "linear-nope", "cell 'linear-nope': no entry 'nope' under losses"),
+        (
+            {"diffusion": {"var_type": "learned"}},
+            "linear-hybrid",
+            "diffusion.var_type and losses.hybrid.var_type are both set",
+        ),
+        (
+            {"losses": {"aux": {"aux_variance": "wide"}}},
+            None,
+            "losses.aux.aux_variance: 'wide' is not one of",
+        ),
+        ({"conditional": {"loss": "hybird"}}, None, "conditional.loss: unknown 'hybird'"),
+        ({"conditional": {"schedule": "cosin"}}, None, "conditional.schedule: unknown 'cosin'"),
+        ({"conditional": {"guidance_scale": -1}}, None, "conditional.guidance_scale must be >= 0"),
+        ({"evaluate": {"curve": {"plms": [10]}}}, None, "evaluate.curve: unknown method 'plms'"),
+        ({"evaluate": {"curve": {"ddim": [0]}}}, None, r"evaluate.curve.ddim: \[0\] must be positive"),
+        ({"evaluate": {"curve": {"ancestral": [2000]}}}, None, "2000 steps is more than T=1000"),
+    ],
+)
+def test_bad_grid_settings_name_the_key(data, cell, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data, cell=cell)

@@ -1,11 +1,19 @@
 """GaussianDiffusion: q, p and the losses against DDPM / Improved DDPM closed forms."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ddpm_repro.diffusion import LossType, ModelMeanType, ModelVarType
+from ddpm_repro.diffusion import (
+    AuxVariance,
+    LossType,
+    ModelMeanType,
+    ModelVarType,
+    discretized_gaussian_log_likelihood,
+)
 
 F64 = torch.float64
 
@@ -124,7 +132,7 @@ def test_clip_denoised_clamps_the_x0_prediction(make_diffusion):
 
 
 def test_losses_that_train_the_variance_refuse_a_fixed_one(make_diffusion):
-    for loss in (LossType.VLB, LossType.HYBRID, LossType.AUX):
+    for loss in (LossType.HYBRID, LossType.AUX):
         with pytest.raises(ValueError, match=f"loss {loss.name} trains the variance.*FIXED_LARGE"):
             make_diffusion(var=ModelVarType.FIXED_LARGE, loss=loss)
     with pytest.raises(ValueError, match="SIMPLE gives no gradient"):
@@ -157,6 +165,7 @@ LOSS_CELLS = [
     (LossType.SIMPLE, ModelVarType.FIXED_SMALL),
     (LossType.VLB, ModelVarType.LEARNED_RANGE),
     (LossType.VLB, ModelVarType.LEARNED),
+    (LossType.VLB, ModelVarType.FIXED_LARGE),  # DDPM Table 2: the true bound with fixed Sigma
     (LossType.HYBRID, ModelVarType.LEARNED_RANGE),
     (LossType.AUX, ModelVarType.LEARNED_RANGE),
 ]
@@ -213,8 +222,11 @@ def test_hybrid_vlb_term_gives_no_gradient_to_the_mean_output(make_diffusion):
     assert grad_mse[:, :2].abs().max() > 0
 
 
-def test_aux_at_t1_equals_the_decoder_term(make_diffusion):
-    d = make_diffusion("cosine", 100, var=ModelVarType.LEARNED_RANGE, loss=LossType.AUX)
+@pytest.mark.parametrize("aux_variance", list(AuxVariance), ids=lambda a: a.name)
+def test_aux_at_t1_equals_the_decoder_term(make_diffusion, aux_variance):
+    d = make_diffusion(
+        "cosine", 100, var=ModelVarType.LEARNED_RANGE, loss=LossType.AUX, aux_variance=aux_variance
+    )
     x0, noise = batch()
     t = torch.zeros(6, dtype=torch.long)
     net = TinyNet(2, 4)
@@ -277,3 +289,45 @@ def test_sample_loops_are_reproducible_and_shaped(make_diffusion):
     torch.testing.assert_close(e, f, rtol=0, atol=0)
     assert b.abs().max() <= 1 + 1e-6 and not torch.equal(b, e)
     assert np.isfinite(e.numpy()).all()
+
+
+def test_aux_posterior_variance_is_the_x0_posterior_under_a_unit_gaussian_prior(make_diffusion):
+    # POSTERIOR: A_t = -log N_disc(x_0; clip(x0_hat), 1 - alpha_bar_t) for t > 0. With the model's
+    # x_0 prediction far outside the data range, clipping bounds it: every pixel's error is
+    # at most 2, so A_t <= (2^2 / (2 (1 - alpha_bar_t)) + log sqrt(2 pi (1 - alpha_bar_t)) - log(2/255)) nats.
+    T = 100
+    x0, noise = batch()
+    t = torch.full((6,), 60)
+    wild = lambda x, t: torch.cat([torch.full_like(x, -50.0), torch.zeros_like(x)], dim=1)  # noqa: E731
+    post = make_diffusion(
+        "linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.AUX, aux_variance=AuxVariance.POSTERIOR
+    )
+    decoder = make_diffusion("linear", T, var=ModelVarType.LEARNED_RANGE, loss=LossType.AUX)
+    a_post = post.training_losses(wild, x0, t, noise=noise)["aux"]
+    a_dec = decoder.training_losses(wild, x0, t, noise=noise)["aux"]
+    v = 1 - post.alphas_cumprod[60]
+    bound_nats = 4 / (2 * v) + 0.5 * math.log(2 * math.pi * v) - math.log(2 / 255)
+    assert (a_post <= bound_nats / math.log(2) + 1e-9).all()
+    assert (a_dec > 100 * a_post).all()  # the decoder's variance (~beta_1) has no such bound
+    # and the value is the discretised Gaussian NLL at that variance, computed directly:
+    x_t = post.q_sample(x0, t, noise=noise)
+    x0_hat = post.p_mean_variance(wild, x_t, t, clip_denoised=True)["pred_xstart"]
+    direct = -discretized_gaussian_log_likelihood(
+        x0, means=x0_hat, log_scales=torch.full_like(x0, 0.5 * math.log(v))
+    )
+    torch.testing.assert_close(a_post, direct.mean(dim=(1, 2, 3)) / math.log(2))
+
+
+def test_vlb_with_a_fixed_variance_is_the_true_bound_of_that_variance(make_diffusion):
+    # DDPM Table 2's "true bound, fixed isotropic Sigma": T L_t with Sigma_t = beta_t.
+    d = make_diffusion("linear", 100, var=ModelVarType.FIXED_LARGE, loss=LossType.VLB)
+    x0, noise = batch()
+    t = timesteps(100)
+    net = TinyNet(2, 2)
+    terms = d.training_losses(net, x0, t, noise=noise)
+    x_t = d.q_sample(x0, t, noise=noise)
+    p_out = d.p_mean_variance(net, x_t, t, clip_denoised=False)
+    later = t > 0  # at t = 0 FIXED_LARGE uses beta~_1, as DDPM's code does
+    log_var = p_out["log_variance"][later, 0, 0, 0]
+    torch.testing.assert_close(log_var, torch.log(torch.as_tensor(d.betas[t[later]])))
+    torch.testing.assert_close(terms["loss"], 100 * terms["vb"])

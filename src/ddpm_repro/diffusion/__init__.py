@@ -3,7 +3,7 @@
 Imports torch and numpy only, so it runs on a bare GPU machine.
 """
 
-from .gaussian_diffusion import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
+from .gaussian_diffusion import AuxVariance, GaussianDiffusion, LossType, ModelMeanType, ModelVarType
 from .likelihood import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .respace import respaced, space_timesteps
 from .schedules import SCHEDULES, betas_for_alpha_bar, get_named_beta_schedule
@@ -19,6 +19,7 @@ __all__ = [
     "SCHEDULES",
     "GaussianDiffusion",
     "LossSecondMomentResampler",
+    "AuxVariance",
     "LossType",
     "ModelMeanType",
     "ModelVarType",

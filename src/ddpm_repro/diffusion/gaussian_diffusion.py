@@ -55,8 +55,25 @@ class LossType(enum.Enum):
     AUX = "aux"  # T (L_t + lambda A_t): D3PM eq. 5 applied to Gaussian diffusion (extension)
 
     @property
-    def trains_variance(self) -> bool:
-        return self is not LossType.SIMPLE
+    def needs_learned_variance(self) -> bool:
+        """HYBRID's L_vlb term and AUX exist to train the variance; VLB with a fixed variance
+        is the true bound with fixed Sigma (DDPM Table 2), so only it may go either way."""
+        return self in (LossType.HYBRID, LossType.AUX)
+
+
+class AuxVariance(enum.Enum):
+    """The variance of p~(x_0 | x_t) in the AUX loss's A_t (this project's extension).
+
+    DECODER: the decoder's variance (the model's variance at t = 0) at every t, as
+    DESIGN.md states it; the x_0 error at large t is then weighted by ~1/beta_1, which
+    swamps L_t on a short run. POSTERIOR: the variance of x_0 given x_t under a unit
+    Gaussian prior on x_0, 1 - alpha_bar_t, around the x_0 prediction clipped to [-1, 1]:
+    A_t stays bounded (a squared error of at most 4 over 2 (1 - alpha_bar_t) per dim). Both
+    keep the decoder at t = 0, so that A_0 = L_0 (D3PM's condition).
+    """
+
+    DECODER = "decoder"
+    POSTERIOR = "posterior"
 
 
 def _progress(iterable: Iterable[int], enabled: bool, desc: str, total: int) -> Iterable[int]:
@@ -75,10 +92,12 @@ class GaussianDiffusion:
         model_mean_type: what the model's first C channels predict.
         model_var_type: how the variance is fixed or learned; a learned variance makes
             the model output 2C channels.
-        loss_type: the training objective. VLB, HYBRID and AUX train the variance and
-            require LEARNED or LEARNED_RANGE; SIMPLE leaves it untrained and refuses them.
+        loss_type: the training objective. HYBRID and AUX train the variance and require
+            LEARNED or LEARNED_RANGE; SIMPLE leaves it untrained and refuses them; VLB takes
+            either (with a fixed variance it is DDPM Table 2's "true bound, fixed Sigma").
         hybrid_lambda: lambda of L_hybrid (Improved DDPM sec. 3.1: 0.001).
         aux_lambda: lambda of the auxiliary x_0 loss (D3PM sec. 3.4: 0.001).
+        aux_variance: the variance of p~(x_0 | x_t) in A_t (see `AuxVariance`).
         timestep_map: for a respaced process (`respace.py`), the original timestep of
             each kept step; the model is called with original timesteps.
     """
@@ -92,17 +111,19 @@ class GaussianDiffusion:
         loss_type: LossType,
         hybrid_lambda: float = 1e-3,
         aux_lambda: float = 1e-3,
+        aux_variance: AuxVariance = AuxVariance.DECODER,
         timestep_map: Sequence[int] | None = None,
     ) -> None:
         for name, value, kind in (
             ("model_mean_type", model_mean_type, ModelMeanType),
             ("model_var_type", model_var_type, ModelVarType),
             ("loss_type", loss_type, LossType),
+            ("aux_variance", aux_variance, AuxVariance),
         ):
             if not isinstance(value, kind):
                 valid = ", ".join(m.name for m in kind)
                 raise TypeError(f"{name} must be a {kind.__name__} ({valid}), got {value!r}")
-        if loss_type.trains_variance and not model_var_type.is_learned:
+        if loss_type.needs_learned_variance and not model_var_type.is_learned:
             raise ValueError(
                 f"loss {loss_type.name} trains the variance and needs model_var_type LEARNED or "
                 f"LEARNED_RANGE, got {model_var_type.name}"
@@ -125,6 +146,7 @@ class GaussianDiffusion:
         self.loss_type = loss_type
         self.hybrid_lambda = float(hybrid_lambda)
         self.aux_lambda = float(aux_lambda)
+        self.aux_variance = aux_variance
         self.betas = betas
         self.num_timesteps = len(betas)
         self.timestep_map = None if timestep_map is None else tuple(int(s) for s in timestep_map)
@@ -397,9 +419,10 @@ class GaussianDiffusion:
         SIMPLE: mse. VLB: T L_t. HYBRID: mse + lambda T L_t where L_t sees the mean through
         a stop-gradient (Improved DDPM sec. 3.1). AUX: T (L_t + lambda A_t) with
         A_t = -log p~(x_0 | x_t), the discretised Gaussian NLL of x_0 around the model's
-        direct x_0 prediction with the decoder's variance (the variance the model would
-        give at t = 0, read from its output at t through a stop-gradient), so that
-        A_0 = L_0 (D3PM eq. 5; applying it to Gaussian diffusion is this project's extension).
+        direct x_0 prediction with the variance `aux_variance` names (the decoder's: the
+        variance the model would give at t = 0, read from its output at t through a
+        stop-gradient), so that A_0 = L_0 (D3PM eq. 5; applying it to Gaussian diffusion is
+        this project's extension).
         """
         noise = self._noise_like(x_start, noise, generator)
         x_t = self.q_sample(x_start, t, noise=noise)
@@ -433,13 +456,18 @@ class GaussianDiffusion:
             terms["loss"] = terms["mse"] + self.hybrid_lambda * T * terms["vb"]
         else:  # AUX
             t0 = torch.zeros_like(t)
-            decoder_log_variance = self._model_log_variance(var_values.detach(), t0, x_t)
+            log_variance = self._model_log_variance(var_values.detach(), t0, x_t)
+            x0_mean = p_out["pred_xstart"]
+            if self.aux_variance is AuxVariance.POSTERIOR:
+                # t = 0 keeps the decoder (A_0 = L_0); later t: N(clip(x0_hat), 1 - alpha_bar_t).
+                later = t.view(-1, 1, 1, 1) > 0
+                prior_log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_t)
+                log_variance = torch.where(later, prior_log_variance, log_variance)
+                x0_mean = torch.where(later, x0_mean.clamp(-1, 1), x0_mean)
             terms["aux"] = (
                 -mean_flat(
                     discretized_gaussian_log_likelihood(
-                        x_start,
-                        means=p_out["pred_xstart"],
-                        log_scales=0.5 * decoder_log_variance.expand_as(x_start),
+                        x_start, means=x0_mean, log_scales=0.5 * log_variance.expand_as(x_start)
                     )
                 )
                 * NATS_TO_BITS

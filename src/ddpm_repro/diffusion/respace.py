@@ -90,5 +90,6 @@ def respaced(base: GaussianDiffusion, section_counts: str | int | Iterable[int])
         loss_type=base.loss_type,
         hybrid_lambda=base.hybrid_lambda,
         aux_lambda=base.aux_lambda,
+        aux_variance=base.aux_variance,
         timestep_map=[base_map[i] for i in keep],
     )

@@ -28,7 +28,7 @@ def evaluate_nll(
 
     Returns bits/dim: nll_bpd (mean) and nll_bpd_se (standard error over images),
     prior_bpd, decoder_bpd (L_0), kl_bpd (sum of L_1..L_{T-1}), with nll_images and
-    nll_terms (T, every term summed).
+    nll_terms (T, every term summed), and nll_per_image (the n totals, in order).
     """
     n = min(num_images, len(test.images))
     if n == 0:
@@ -67,4 +67,5 @@ def evaluate_nll(
         "kl_bpd": float(torch.cat(kls).double().mean()),
         "nll_images": n,
         "nll_terms": diffusion.num_timesteps,
+        "nll_per_image": total.tolist(),  # for paired comparisons between cells (same images, noise)
     }

@@ -1,118 +1,186 @@
-"""The report: one row per grid cell (schedule x objective) with its final training loss
-and NLL, read from reports/cells/<cell>/{train,eval}.json. A number that was not
-computed is shown as "not computed", never estimated."""
+"""The report's tables as data: what each table holds, formatted as plain text cells, and
+the machine-readable CSV forms. markdown.py and latex.py render the same `Table`s, so
+the two documents cannot disagree."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-from pathlib import Path
+from dataclasses import dataclass
 
 from ..config import Config
-from ..io import write_text
+from .cells import NOT_COMPUTED, class_names
+from .claims import RULES, Claim
+from .paper import CIFAR10, D3PM, IMAGENET64, paper_row
 
-NOT_COMPUTED = "not computed"
-
-
-def collect_cells(cells_dir: str | Path, cells: list[str]) -> list[dict]:
-    """One dict per cell in grid order: the cell's train.json and eval.json merged."""
-    rows = []
-    for cell in cells:
-        row: dict = {"cell": cell, "schedule": cell.split("-")[0], "loss": cell.split("-", 1)[1]}
-        for part in ("train", "eval"):
-            path = Path(cells_dir) / cell / f"{part}.json"
-            if path.is_file():
-                row.update(json.loads(path.read_text()))
-        rows.append(row)
-    return rows
+NO_PAPER_ROW = "—"  # the paper has no such row (unlike NOT_COMPUTED: ours, missing)
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
+@dataclass(frozen=True)
+class Table:
+    """A header, rows of text cells, a caption, and one alignment letter per column:
+    l(eft), r(ight), or p (left, a paragraph that wraps in LaTeX)."""
+
+    header: list[str]
+    rows: list[list[str]]
+    caption: str
+    align: str
+
+
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    """A number, or NOT_COMPUTED when it is missing."""
+    return NOT_COMPUTED if value is None else format(value, spec)
+
+
+def fmt_nll(row: dict) -> str:
+    """'NLL ± s.e.' in bits/dim."""
+    if row.get("nll_bpd") is None:
         return NOT_COMPUTED
-    return f"{value:.{digits}f}"
+    se = row.get("nll_bpd_se")
+    return f"{row['nll_bpd']:.3f}" + ("" if se is None else f" ± {se:.3f}")
 
 
-def write_report(
-    config: Config, rows: list[dict], out_dir: str | Path, reference: dict | None = None
-) -> tuple[Path, Path]:
-    """reports/report.md and reports/report.csv; returns their paths. `reference` holds the
-    reference stage's metrics (classifier accuracy, the real-data FD baseline)."""
-    out_dir = Path(out_dir)
-    reference = reference or {}
-    sample_counts = ", ".join(map(str, sorted({r["fd_samples"] for r in rows if "fd_samples" in r})))
-    d, t, e = config.diffusion, config.train, config.evaluate
-    nll_images = {r.get("nll_images") for r in rows if r.get("nll_images") is not None}
-    header = [
-        f"# ddpm-repro report: profile `{config.profile}`",
-        "",
-        f"- Dataset: **{config.data.dataset}**"
-        + (
-            " (sklearn's 8x8 digits, 17 grey levels mapped to 8 bits; NLL is not comparable with CIFAR-10's)"
-            if config.data.dataset == "digits"
-            else ""
-        ),
-        f"- Model preset `{config.model.preset}`, T = {d.timesteps}, {t.steps} training steps of batch "
-        f"{t.batch_size}, EMA {t.ema_rate}.",
-        f"- NLL: bits/dim on the first {', '.join(map(str, sorted(nll_images))) or e.nll_images} test "
-        f"images, every one of the T terms plus the prior summed (full bound), EMA weights; ± is the "
-        "standard error over images.",
-        "- Train loss: the objective's own value (L_simple, T·L_t, ...) averaged over the last "
-        f"{t.log_every} steps; losses of different objectives are not comparable with each other.",
-        "- FD / IS (classifier): Frechet distance and Inception-Score analogue of the samples in the "
-        "features of a small CNN trained on this dataset by the `reference` stage (test accuracy "
-        f"{_fmt(reference.get('classifier_test_accuracy'))}); samples per cell: "
-        f"{sample_counts or NOT_COMPUTED}. "
-        f"Real held-out images score FD {_fmt(reference.get('fd_test_vs_train'))} and IS "
-        f"{_fmt(reference.get('is_test'), 2)} against the training set. Not Inception features: "
-        "not comparable with any published FID.",
-        "- FID (Inception): not computed; this report has no Inception weights offline.",
-        "- The aux rows apply D3PM's auxiliary loss to Gaussian diffusion: this project's extension.",
-        "",
+def objective_label(loss: str) -> str:
+    """'L_simple', ...; the aux objective is labelled this project's extension."""
+    return f"L_{loss}" + (" (extension)" if loss == "aux" else "")
+
+
+def setting(config: Config) -> str:
+    """The run's setting in one line, for every caption."""
+    t = config.train
+    return (
+        f"profile {config.profile}, dataset {config.data.dataset}, T = {config.diffusion.timesteps}, "
+        f"{t.steps} training steps of batch {t.batch_size}"
+    )
+
+
+def _ours(row: dict) -> list[str]:
+    return [
+        fmt_nll(row),
+        fmt(row.get("fd_classifier"), ".2f"),
+        fmt(row.get("is_classifier"), ".2f"),
+        fmt(row.get("fid_inception"), ".2f"),
     ]
-    table = [
-        "| schedule | objective | train loss | NLL (bits/dim) | FD (classifier) | IS (classifier) |",
-        "|---|---|---|---|---|---|",
+
+
+def _paper(
+    table: str, keys: tuple[tuple[str, str], ...], timesteps: int | None = None, **match: str
+) -> list[str]:
+    """The paper's values for `keys` ((field, format spec), ...), with the row's T when it
+    differs from ours; NO_PAPER_ROW when the paper has no such row."""
+    row = paper_row(table, timesteps, **match)
+    if row is None:
+        return [NO_PAPER_ROW] * len(keys)
+    at_t = "" if "T" not in row or row["T"] == timesteps else f" (T={row['T'] // 1000}K)"
+    return [format(row[k], spec) + at_t for k, spec in keys]
+
+
+def main_table(config: Config, rows: list[dict]) -> Table:
+    """Rows schedule x objective: ours beside Improved DDPM Tables 2 (CIFAR-10) and 1 (ImageNet 64)."""
+    T = config.diffusion.timesteps
+    body = [
+        [r["schedule"], objective_label(r["loss"]), fmt(r.get("final_loss"), ".4g"), *_ours(r)]
+        + _paper(CIFAR10, (("nll", ".2f"), ("fid", ".2f")), T, schedule=r["schedule"], objective=r["loss"])
+        + _paper(IMAGENET64, (("nll", ".2f"), ("fid", ".1f")), T, schedule=r["schedule"], objective=r["loss"])
+        for r in rows
     ]
-    for r in rows:
-        nll = NOT_COMPUTED if r.get("nll_bpd") is None else f"{r['nll_bpd']:.3f} ± {r['nll_bpd_se']:.3f}"
-        objective = f"L_{r['loss']}" + (" (extension)" if r["loss"] == "aux" else "")
-        table.append(
-            f"| {r['schedule']} | {objective} | {_fmt(r.get('final_loss'), 4)} | {nll} | "
-            f"{_fmt(r.get('fd_classifier'))} | {_fmt(r.get('is_classifier'), 2)} |"
+    header = ["schedule", "objective", "train loss", "NLL (bits/dim)", "FD (classifier)", "IS (classifier)"]
+    header += ["FID (Inception)", "CIFAR-10 NLL (paper)", "CIFAR-10 FID (paper)"]
+    header += ["ImageNet-64 NLL (paper)", "ImageNet-64 FID (paper)"]
+    caption = (
+        f"Ours ({setting(config)}) beside Improved DDPM Table 2 (CIFAR-10, 500K iterations) and Table 1 "
+        f"(ImageNet 64x64, 200K iterations); the paper's row at our T when it has one, else at T = 4K "
+        f"(marked). {NO_PAPER_ROW}: the paper has no such row."
+    )
+    return Table(header, body, caption, "ll" + "r" * 9)
+
+
+def d3pm_table(config: Config, rows: list[dict]) -> Table:
+    """The vlb and aux cells beside D3PM Table 3's discretized-Gaussian rows."""
+    body = [
+        [f"{r['cell']}" + (" (extension)" if r["loss"] == "aux" else ""), *_ours(r)]
+        + _paper(
+            D3PM,
+            (("label", ""), ("nll", ".3f"), ("is", ".2f"), ("fid", ".2f")),
+            transition="Gauss",
+            objective=loss,
         )
-    md_path = out_dir / "report.md"
-    write_text(md_path, "\n".join(header + table) + "\n")
-
-    fields = [
-        "profile",
-        "dataset",
-        "schedule",
-        "loss",
-        "steps",
-        "final_loss",
-        "nll_bpd",
-        "nll_bpd_se",
-        "nll_images",
-        "prior_bpd",
-        "decoder_bpd",
-        "kl_bpd",
-        "fd_classifier",
-        "is_classifier",
-        "fd_samples",
+        for loss in ("vlb", "aux")
+        for r in rows
+        if r["loss"] == loss
     ]
+    header = ["cell", "NLL (bits/dim)", "FD (classifier)", "IS (classifier)", "FID (Inception)"]
+    header += ["D3PM row", "D3PM NLL", "D3PM IS", "D3PM FID"]
+    caption = (
+        f"L_vlb and the auxiliary loss ({setting(config)}) beside D3PM Table 3 (CIFAR-10, discrete "
+        "diffusion with discretized-Gaussian transitions). Applying the auxiliary term to continuous "
+        "Gaussian diffusion is this project's extension."
+    )
+    return Table(header, body, caption, "lrrrrlrrr")
+
+
+def claims_table(claims: list[Claim]) -> Table:
+    """Each claim, the measured evidence with numbers, and the verdict."""
+    caption = f"The papers' claims checked on this run. {RULES}"
+    return Table(
+        ["claim", "measured", "verdict"], [[c.claim, c.evidence, c.verdict] for c in claims], caption, "ppl"
+    )
+
+
+def per_class_table(conditional: dict) -> Table | None:
+    """The conditional samples' per-class accuracy, one column per class; None if not computed."""
+    per_class = conditional.get("per_class_accuracy")
+    if not per_class:
+        return None
+    classes = class_names(per_class)
+    caption = (
+        f"Accuracy of the reference classifier on class-conditional samples of {conditional['cell']} "
+        f"(guidance scale {fmt(conditional.get('guidance_scale'), '.2f')}), per requested class."
+    )
+    body = [["accuracy", *(fmt(per_class[k]) for k in classes)]]
+    return Table(["class", *classes], body, caption, "l" + "r" * len(classes))
+
+
+CSV_FIELDS = [
+    "profile",
+    "dataset",
+    "cell",
+    "schedule",
+    "loss",
+    "steps",
+    "final_loss",
+    "final_mse",
+    "final_vb",
+    "nll_bpd",
+    "nll_bpd_se",
+    "nll_images",
+    "prior_bpd",
+    "decoder_bpd",
+    "kl_bpd",
+    "fd_classifier",
+    "is_classifier",
+    "fd_samples",
+    "fid_inception",
+    "checkpoint_step",
+]
+STEP_FIELDS = ["cell", "schedule", "loss", "method", "steps", "samples", "fd_classifier"]
+
+
+def _csv(fields: list[str], records: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fields, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for r in rows:
-        writer.writerow(
-            {
-                "profile": config.profile,
-                "dataset": config.data.dataset,
-                **{k: (NOT_COMPUTED if r.get(k) is None else r[k]) for k in fields[2:]},
-            }
-        )
-    csv_path = out_dir / "report.csv"
-    write_text(csv_path, buffer.getvalue())
-    return md_path, csv_path
+    writer.writerows({k: NOT_COMPUTED if r.get(k) is None else r[k] for k in fields} for r in records)
+    return buffer.getvalue()
+
+
+def report_csv(config: Config, rows: list[dict]) -> str:
+    """report.csv: one line per cell, full-precision numbers, NOT_COMPUTED where missing."""
+    return _csv(CSV_FIELDS, [{**r, "profile": config.profile, "dataset": config.data.dataset} for r in rows])
+
+
+def steps_csv(rows: list[dict]) -> str:
+    """steps.csv: one line per step-curve point (Improved DDPM Fig. 8); cells without a
+    curve have no lines."""
+    points = [{**r, **p} for r in rows for p in r.get("step_curve") or []]
+    return _csv(STEP_FIELDS, points)

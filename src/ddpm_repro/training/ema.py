@@ -21,14 +21,16 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        """shadow <- r shadow + (1 - r) weights, r = rate_at(step)."""
+        """shadow <- r shadow + (1 - r) weights, r = rate_at(step); one fused op over all tensors."""
         r = self.rate_at(step)
+        floats, float_shadows = [], []
         for key, value in model.state_dict().items():
-            shadow = self.shadow[key]
             if value.is_floating_point():
-                shadow.mul_(r).add_(value.detach().float(), alpha=1.0 - r)
+                floats.append(value.detach().float())
+                float_shadows.append(self.shadow[key])
             else:
-                shadow.copy_(value)
+                self.shadow[key].copy_(value)
+        torch._foreach_lerp_(float_shadows, floats, 1.0 - r)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.shadow

@@ -25,6 +25,11 @@ class CsvMetricsLog:
         with self.path.open(newline="") as f:
             return list(csv.DictReader(f))
 
+    def last(self) -> dict[str, float]:
+        """The newest row's metrics (empty if none), e.g. for a run that had nothing left to train."""
+        rows = self.rows()
+        return {k: float(v) for k, v in rows[-1].items() if k != "step" and v} if rows else {}
+
     def _write(self, rows: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("w", newline="") as f:

@@ -1,0 +1,38 @@
+"""write_report: every file of the report stage, from the rows of one grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config
+from ..io import write_text
+from .claims import check_claims
+from .latex import report_latex
+from .markdown import report_markdown
+from .plots import write_plots
+from .tables import report_csv, steps_csv
+
+
+def write_report(
+    config: Config,
+    rows: list[dict],
+    out_dir: str | Path,
+    reference: dict | None = None,
+    conditional: dict | None = None,
+) -> list[Path]:
+    """Write report.md, report.csv, steps.csv, report.tex and plots/*.png under `out_dir`
+    (each atomically) and return their paths. `rows` come from collect_cells, `reference`
+    is the reference stage's metrics, `conditional` the class-conditional run's row
+    (collect_conditional)."""
+    out_dir = Path(out_dir)
+    claims = check_claims(rows)
+    plots = write_plots(rows, out_dir / "plots", conditional)
+    documents = {
+        out_dir / "report.md": report_markdown(config, rows, claims, out_dir, plots, reference, conditional),
+        out_dir / "report.csv": report_csv(config, rows),
+        out_dir / "steps.csv": steps_csv(rows),
+        out_dir / "report.tex": report_latex(config, rows, claims, conditional),
+    }
+    for path, text in documents.items():
+        write_text(path, text)
+    return [*documents, *plots.values()]

@@ -1,0 +1,221 @@
+"""The report stage's files (report.md, report.csv, steps.csv, report.tex, plots) from
+fixture rows, the inputs read from disk, and the paper numbers shipped in the package."""
+
+import csv
+import json
+import re
+from importlib import resources
+
+import pytest
+
+from ddpm_repro.config import Config
+from ddpm_repro.reporting import collect_cells, collect_conditional, write_report
+from ddpm_repro.reporting.paper import CIFAR10, D3PM, IMAGENET64, paper_row, paper_tables
+
+from .test_report_claims import grid_rows
+
+CELLS = [r["cell"] for r in grid_rows()]
+CONDITIONAL = {
+    "cell": "cosine-hybrid",
+    "schedule": "cosine",
+    "loss": "hybrid",
+    "guidance_scale": 2.0,
+    "class_accuracy": 0.875,
+    "per_class_accuracy": {str(k): 0.8 + 0.01 * k for k in range(10)},
+    "nll_bpd": 4.3,
+    "fd_classifier": 9.0,
+}
+REFERENCE = {"classifier_test_accuracy": 0.955, "fd_test_vs_train": 3.3, "is_test": 8.8, "test_images": 359}
+
+
+def missing_rows() -> list[dict]:
+    """The grid with holes: linear-simple has nothing but its name, no cell has a step
+    curve or an Inception FID (with the evaluate stage's note why)."""
+    rows = grid_rows()
+    for r in rows:
+        del r["step_curve"], r["fid_inception"]
+        r["fid_note"] = "Inception weights not found at /nowhere"
+    rows[0] = {"cell": "linear-simple", "schedule": "linear", "loss": "simple"}
+    return rows
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, write_report(Config(), grid_rows(), out, REFERENCE, CONDITIONAL)
+
+
+@pytest.fixture(scope="module")
+def holes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("holes")
+    return out, write_report(Config(), missing_rows(), out)
+
+
+def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
+    """The first table under `heading` in report.md: its body rows by first cell."""
+    section = markdown.split(f"## {heading}\n", 1)[1]
+    lines = [line for line in section.split("\n## ")[0].splitlines() if line.startswith("|")]
+    header, body = lines[0], lines[2:]
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in [header, *body]]
+    return {" ".join(c[:2]) if c[0] in ("linear", "cosine") else c[0]: c for c in cells}
+
+
+def test_the_paper_data_ships_in_the_package_with_its_sources():
+    assert resources.files("ddpm_repro.reporting").joinpath("paper_tables.json").is_file()
+    tables = paper_tables()
+    assert {t["source"]["table"] for t in tables.values()} == {"Table 1", "Table 2", "Table 3"}
+    # Hand-checked against /work/shared/reference/paper_tables.md (the papers' tables):
+    # Improved DDPM Table 2, CIFAR-10, T=4K cosine L_vlb: NLL 2.94, FID 11.47.
+    assert paper_row(CIFAR10, 4000, schedule="cosine", objective="vlb") == {
+        "iters": 500000,
+        "T": 4000,
+        "schedule": "cosine",
+        "objective": "vlb",
+        "nll": 2.94,
+        "fid": 11.47,
+    }
+    # Improved DDPM Table 1, ImageNet 64, 200K its, T=4K cosine L_hybrid: 3.62 / 28.0 (not the 1.5M row).
+    assert paper_row(IMAGENET64, 4000, schedule="cosine", objective="hybrid")["fid"] == 28.0
+    # Table 2 at T=1K linear L_simple: 3.73 / 3.29; at T=4K: 3.37 / 2.90.
+    assert paper_row(CIFAR10, 1000, schedule="linear", objective="simple")["nll"] == 3.73
+    assert paper_row(CIFAR10, 4000, schedule="linear", objective="simple")["nll"] == 3.37
+    # D3PM Table 3, Gauss L_lambda=0.001: IS 8.54, FID 8.34, NLL 3.975.
+    d3pm = paper_row(D3PM, transition="Gauss", objective="aux")
+    assert (d3pm["is"], d3pm["fid"], d3pm["nll"]) == (8.54, 8.34, 3.975)
+    assert paper_row(CIFAR10, 4000, schedule="linear", objective="vlb") is None
+
+
+def test_write_report_returns_every_file_it_wrote(full):
+    out, paths = full
+    names = {p.relative_to(out).as_posix() for p in paths}
+    assert names == {
+        "report.md",
+        "report.csv",
+        "steps.csv",
+        "report.tex",
+        "plots/loss_curves.png",
+        "plots/nll_fd.png",
+        "plots/sampling_steps.png",
+        "plots/class_accuracy.png",
+    }
+    for p in paths:
+        assert p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paper_numbers_stand_beside_ours_in_the_right_rows(full):
+    out, _ = full
+    md = (out / "report.md").read_text()
+    main = table_rows(md, "Results")
+    # columns: schedule, objective, train loss, NLL, FD, IS, FID, C10 NLL, C10 FID, IN64 NLL, IN64 FID
+    assert main["cosine L_vlb"][3] == "3.800 ± 0.020" and main["cosine L_vlb"][7:] == [
+        "2.94 (T=4K)",
+        "11.47 (T=4K)",
+        "3.57 (T=4K)",
+        "56.7 (T=4K)",
+    ]
+    assert main["linear L_simple"][7:] == ["3.73", "3.29", "3.99", "32.5"]  # the T=1K rows match our T
+    assert main["linear L_vlb"][7:] == ["—"] * 4
+    assert main["cosine L_aux (extension)"][7:] == ["—"] * 4
+    d3pm = table_rows(md, "The auxiliary loss beside D3PM")
+    assert d3pm["linear-vlb"][5:] == ["Gauss, L_vb", "3.966", "7.75", "15.30"]
+    assert d3pm["cosine-aux (extension)"][5:] == ["Gauss, L_lambda=0.001", "3.975", "8.54", "8.34"]
+    assert "Not the papers' setting" in md and "profile `default`" in md and "T = 1000" in md
+
+
+def test_the_claims_and_the_conditional_run_are_shown(full):
+    out, _ = full
+    md = (out / "report.md").read_text()
+    claims = table_rows(md, "The papers' claims on this run")
+    assert [c[-1] for key, c in claims.items() if key != "claim"] == ["holds"] * 5
+    conditional = md.split("## Class-conditional run", 1)[1]
+    assert "cosine-hybrid, guidance scale 2.00" in conditional and "0.875" in conditional
+    assert "| accuracy | 0.800 | 0.810 |" in conditional and "![" in conditional
+    assert "![Sample quality vs sampling steps (Improved DDPM Fig. 8)](plots/sampling_steps.png)" in md
+
+
+def test_missing_numbers_are_not_computed_never_a_number(holes):
+    out, paths = holes
+    md = (out / "report.md").read_text()
+    linear_simple = table_rows(md, "Results")["linear L_simple"]
+    assert linear_simple[2:7] == ["not computed"] * 5
+    assert table_rows(md, "Results")["cosine L_vlb"][6] == "not computed"  # no FID anywhere
+    assert "FID (Inception): not computed (Inception weights not found at /nowhere)." in md
+    assert "Sample quality vs sampling steps (Improved DDPM Fig. 8): not computed." in md
+    assert "Not computed: no class-conditional run" in md
+    assert {p.name for p in paths} >= {"loss_curves.png", "nll_fd.png"}
+    assert not {"sampling_steps.png", "class_accuracy.png"} & {p.name for p in paths}
+    record = next(csv.DictReader((out / "report.csv").open()))
+    assert (
+        record["cell"] == "linear-simple" and record["nll_bpd"] == record["fd_classifier"] == "not computed"
+    )
+    assert (out / "steps.csv").read_text() == "cell,schedule,loss,method,steps,samples,fd_classifier\n"
+
+
+def test_report_csv_and_steps_csv_parse_back(full):
+    out, _ = full
+    records = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["cell"] for r in records] == CELLS
+    by_cell = {r["cell"]: r for r in records}
+    assert (
+        float(by_cell["cosine-vlb"]["nll_bpd"]) == pytest.approx(3.80, abs=1e-12)
+        and by_cell["cosine-vlb"]["profile"] == "default"
+    )
+    points = list(csv.DictReader((out / "steps.csv").open()))
+    assert len(points) == 8 * 8  # 5 ancestral + 3 DDIM per cell
+    first = points[0]
+    assert (first["cell"], first["method"], first["steps"]) == ("linear-simple", "ancestral", "25")
+
+
+def test_latex_is_escaped_booktabs_with_balanced_environments(full):
+    out, _ = full
+    tex = (out / "report.tex").read_text()
+    # four tables: results, d3pm, claims, per class
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 4
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 4
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 4
+    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    assert "L\\_simple" in body and not re.search(r"(?<!\\)_", body)  # every underscore escaped
+    assert "$\\pm$" in body and "±" not in body
+    tabulars = re.findall(r"^\\begin\{tabular\}\{([^\n]*)\}$(.*?)\\end\{tabular\}", tex, re.S | re.M)
+    assert len(tabulars) == 4
+    for spec, rows in tabulars:
+        columns = len(re.sub(r"\{[^}]*\}", "", spec))  # l, r, p{width}: one letter each
+        for line in rows.splitlines():
+            if line.endswith(r"\\"):
+                assert line.count(" & ") == columns - 1, line
+
+
+def test_collect_cells_and_conditional_read_the_stage_outputs(tmp_path):
+    cells_dir = tmp_path / "reports" / "cells"
+    (cells_dir / "linear-simple").mkdir(parents=True)
+    (cells_dir / "linear-simple" / "train.json").write_text(
+        json.dumps({"cell": "linear-simple", "final_loss": 0.1})
+    )
+    (cells_dir / "linear-simple" / "eval.json").write_text(
+        json.dumps({"nll_bpd": 4.5, "fid_inception": None})
+    )
+    (cells_dir / "linear-simple" / "loss.csv").write_text(
+        "step,loss,mse,vb,aux,grad_norm,lr,images_per_s\n50,0.7,0.7,,,2.9,0.0002,800\n"
+    )
+    (cells_dir / "linear-simple" / "samples.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    rows = collect_cells(cells_dir, ["linear-simple", "cosine-vlb"])
+    assert rows[0]["final_loss"] == 0.1 and rows[0]["nll_bpd"] == 4.5 and rows[0]["fid_inception"] is None
+    assert rows[0]["loss_curve"]["loss"] == [0.7] and rows[0]["loss_curve"]["vb"] == [None]
+    assert rows[1] == {"cell": "cosine-vlb", "schedule": "cosine", "loss": "vlb"}
+    assert collect_conditional(tmp_path / "reports" / "conditional") is None
+    conditional_dir = tmp_path / "reports" / "conditional"
+    conditional_dir.mkdir()
+    (conditional_dir / "eval.json").write_text(
+        json.dumps({k: v for k, v in CONDITIONAL.items() if k != "loss"})
+    )
+    conditional = collect_conditional(conditional_dir)
+    assert conditional["schedule"] == "cosine" and conditional["per_class_accuracy"]["9"] == pytest.approx(
+        0.89
+    )
+    out = tmp_path / "reports"
+    write_report(Config(), rows, out, conditional=conditional)
+    md = (out / "report.md").read_text()
+    assert "![linear-simple](cells/linear-simple/samples.png)" in md  # relative to report.md
+    assert "| L_vlb | not computed | not computed |" in md  # no samples.png for cosine-vlb (nor a linear-vlb)
