@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test clean-venv
+.PHONY: setup run test regression repin clean-venv
 
 setup: $(STAMP)
 
@@ -26,6 +26,15 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# The CI regression alone (`make test` includes it): one smoke pipeline run in a scratch
+# copy, its pinned metrics compared with pipelines/smoke/pins.json; a table of what moved.
+regression: setup
+	$(BIN)/python -m pytest -q tests/integration/test_regression.py -k matches_the_pins
+
+# After an intended change of results: the smoke run's values become the new pins.
+repin: setup
+	DDPM_REPRO_REPIN=1 $(BIN)/python -m pytest -q tests/integration/test_regression.py -k matches_the_pins
 
 clean-venv:
 	rm -rf $(VENV)

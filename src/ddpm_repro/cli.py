@@ -140,6 +140,7 @@ def _train(args: argparse.Namespace) -> int:
         "final_mse": last.get("mse"),
         "final_vb": last.get("vb"),
         "images_per_s": last.get("images_per_s"),
+        "probe_loss": trainer.probe_loss(),
         "train_seconds_this_run": round(time.perf_counter() - start, 1),
     }
     if args.metrics:
@@ -327,9 +328,35 @@ def _report(args: argparse.Namespace) -> int:
     config = load_config(args.params, args.set)
     rows = collect_cells(args.cells_dir, config.grid.cells)
     reference = json.loads(Path(args.reference).read_text()) if Path(args.reference).is_file() else None
-    conditional = collect_conditional(args.conditional_dir)  # None without its eval.json
+    # the first class-conditional cell's outputs, if there is one and it has been evaluated
+    names = list(config.conditional.cells)
+    conditional = collect_conditional(Path(args.cells_dir) / f"{names[0]}-cond") if names else None
     paths = write_report(config, rows, args.out_dir, reference, conditional)
     print(f"wrote {len(paths)} files under {args.out_dir} ({len(rows)} cells)")
+    return 0
+
+
+def _regression(args: argparse.Namespace) -> int:
+    """Compare a run's pinned metrics with the pins file (exit 1 on a change), or re-pin."""
+    from .config import load_config
+    from .regression import compare, format_table, load_pins, read_metrics, update_pins
+
+    cells = load_config(args.params, args.set).grid.cells
+    got = read_metrics(args.cells_dir, cells)
+    if args.update:
+        update_pins(args.pins, got)
+        print(f"re-pinned {len(cells)} cells in {args.pins}")
+        return 0
+    checks = compare(load_pins(args.pins), got)
+    failed = [c for c in checks if not c.ok]
+    print(format_table(checks, only_failures=bool(failed) and not args.verbose))
+    if failed:
+        print(
+            f"\nregression: {len(failed)} of {len(checks)} pinned metrics moved beyond their tolerance. "
+            f"If the change is intended, re-pin: ddpm-repro regression --update --pins {args.pins}"
+        )
+        return 1
+    print(f"\nregression: all {len(checks)} pinned metrics within tolerance")
     return 0
 
 
@@ -431,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The full variational bound (all T terms plus the prior) on the first "
         "evaluate.nll_images test images, from the EMA weights. With --samples: their FD and IS in "
         "the reference classifier's features, FID when the reference has Inception statistics, "
-        "per-class accuracy for a class-conditional model, and the FD at each evaluate.curve_steps "
+        "per-class accuracy for a class-conditional model, and the FD at each point of evaluate.curve "
         "(Improved DDPM Fig. 8).",
     )
     add_checkpoint(evaluate)
@@ -451,14 +478,25 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--device", default="auto", help="auto, cpu or cuda (the Inception features)")
     reference.set_defaults(func=_reference)
 
+    regression = commands.add_parser(
+        "regression",
+        help="compare a pipeline run's pinned metrics with the committed pins (CI)",
+        description="Reads probe_loss, nll_bpd and fd_classifier of every grid cell from --cells-dir "
+        "and compares them with --pins within each metric's tolerance; exit status 1 and a table of "
+        "what moved when any is outside. --update writes the measured values as the new pins.",
+    )
+    add_params(regression)
+    regression.add_argument("--cells-dir", default="reports/cells", help="folder of <cell>/{train,eval}.json")
+    regression.add_argument("--pins", default="pipelines/smoke/pins.json", help="the pins file")
+    regression.add_argument("--update", action="store_true", help="re-pin: write the measured values")
+    regression.add_argument("--verbose", action="store_true", help="print every check, not only failures")
+    regression.set_defaults(func=_regression)
+
     report = commands.add_parser("report", help="write the comparison tables, claims and plots of the grid")
     add_params(report)
     report.add_argument("--cells-dir", default="reports/cells", help="folder of <cell>/{train,eval}.json")
     report.add_argument("--out-dir", default="reports", help="where report.md/.csv/.tex and plots/ go")
     report.add_argument("--reference", default="reports/reference.json", help="the reference stage's metrics")
-    report.add_argument(
-        "--conditional-dir", default="reports/conditional", help="the class-conditional cell's outputs"
-    )
     report.set_defaults(func=_report)
 
     repro = commands.add_parser(
@@ -484,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # ConfigError and CheckpointError included
         print(f"ddpm-repro {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a failing write: the outputs were not replaced
+        print(f"ddpm-repro {args.command}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ddpm-repro {args.command}: interrupted; rerun the command to resume", file=sys.stderr)
         return 130

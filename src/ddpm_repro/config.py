@@ -73,6 +73,7 @@ class DiffusionConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"diffusion.schedule: unknown {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        _non_negative(self, f"losses.{self.variant or self.loss.value}", "hybrid_lambda", "aux_lambda")
         if self.timestep_sampler not in SAMPLERS:
             raise ConfigError(
                 f"diffusion.timestep_sampler: unknown {self.timestep_sampler!r}; valid: {', '.join(SAMPLERS)}"
@@ -258,19 +259,34 @@ class ReferenceConfig:
 
 
 @dataclass(frozen=True)
-class ConditionalConfig:
-    """A class-conditional variant of one grid cell, sampled with classifier-free guidance."""
+class ConditionalCell:
+    """One grid cell trained class-conditionally (stages train-cond@<schedule>-<loss>, ...)."""
 
     schedule: str = "cosine"
     loss: str = "hybrid"  # an entry of `losses`
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            valid = ", ".join(SCHEDULES)
+            raise ConfigError(f"conditional.cells: unknown schedule {self.schedule!r}; valid: {valid}")
+
+
+@dataclass(frozen=True)
+class ConditionalConfig:
+    """Class-conditional variants of grid cells, sampled with classifier-free guidance;
+    `cells` maps "<schedule>-<loss>" to its schedule and loss (the DVC stages' names)."""
+
+    cells: dict[str, ConditionalCell] = field(default_factory=dict)
     guidance_scale: float = 1.0  # eps_u + s (eps_c - eps_u); 1: conditional only
 
     def __post_init__(self) -> None:
         _non_negative(self, "conditional", "guidance_scale")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"conditional.schedule: unknown {self.schedule!r}; valid: {', '.join(SCHEDULES)}"
-            )
+        for name, cell in self.cells.items():
+            if name != f"{cell.schedule}-{cell.loss}":
+                raise ConfigError(
+                    f"conditional.cells.{name}: the name must be <schedule>-<loss> of its entry, "
+                    f"here {cell.schedule}-{cell.loss}"
+                )
 
 
 @dataclass(frozen=True)
@@ -307,11 +323,10 @@ class Config:
         for method, n in self.evaluate.curve_points:
             if n > T:
                 raise ConfigError(f"evaluate.curve.{method.value}: {n} steps is more than T={T}")
-        if self.conditional.loss not in self.losses:
-            valid = ", ".join(self.losses)
-            raise ConfigError(
-                f"conditional.loss: unknown {self.conditional.loss!r}; valid (entries of losses): {valid}"
-            )
+        for name, cell in self.conditional.cells.items():
+            if cell.loss not in self.losses:
+                valid = ", ".join(self.losses)
+                raise ConfigError(f"conditional.cells.{name}.loss: unknown {cell.loss!r}; valid: {valid}")
         for name in self.grid.losses:
             if name not in self.losses:
                 valid = ", ".join(self.losses)

@@ -103,3 +103,14 @@ def test_every_command_has_help(command):
 
 def test_version():
     assert cli("--version", check=True).stdout.startswith("ddpm-repro ")
+
+
+def test_a_dataset_smaller_than_the_batch_is_named(tmp_path):
+    from ddpm_repro.data import ImageArrays, save_arrays
+
+    small = tmp_path / "small.npz"
+    save_arrays(small, ImageArrays(np.zeros((5, 8, 8, 1), dtype=np.uint8), np.zeros(5, dtype=np.int64)))
+    result = cli("train", "--data", str(small), "--checkpoint-dir", str(tmp_path / "c"), *TINY)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "the training split has 5 images, fewer than train.batch_size=8" in result.stderr
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

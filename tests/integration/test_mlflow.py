@@ -1,5 +1,6 @@
 """Tracking against a real MLflow server, and a stage that survives an unreachable one."""
 
+import contextlib
 import json
 import os
 import signal
@@ -23,9 +24,10 @@ TINY_CELL = [
 ]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with one worker, in its own process group."""
+@contextlib.contextmanager
+def running_mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with one worker, in its own process group;
+    yields (url, process)."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -60,14 +62,21 @@ def mlflow_server(tmp_path):
             assert proc.poll() is None, "mlflow server exited"
             assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
             time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    with running_mlflow_server(tmp_path) as (url, _):
+        yield url
 
 
 def train_tiny_cell(tmp_path, digits_npz, tracking_uri: str):
@@ -104,3 +113,29 @@ def test_an_unreachable_server_costs_one_warning_and_nothing_else(tmp_path, digi
     assert len(warnings) == 1, result.stderr
     assert json.loads((tmp_path / "train.json").read_text())["steps"] == 4
     assert (tmp_path / "ckpt" / "ckpt_00000004.pt").is_file()
+
+
+def test_a_server_that_dies_mid_run_costs_one_warning_and_the_outputs_are_whole(tmp_path, digits_npz):
+    with running_mlflow_server(tmp_path) as (url, server):
+        out = [
+            "--data", str(digits_npz), "--checkpoint-dir", str(tmp_path / "ckpt"),
+            "--metrics", str(tmp_path / "train.json"), "--loss-curve", str(tmp_path / "loss.csv"),
+        ]  # fmt: skip
+        cmd = ["ddpm-repro", "train", *TINY_CELL[:-3], "--set", "train.steps=200", "--no-progress", *out]
+        train = subprocess.Popen(
+            cmd, cwd=REPO, env=pipeline_env(MLFLOW_TRACKING_URI=url), stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "ckpt" / "ckpt_00000010.pt").is_file():  # step 10 was logged before it
+            assert train.poll() is None and time.monotonic() < deadline, "training ended before step 10"
+            time.sleep(0.1)
+        os.killpg(server.pid, signal.SIGKILL)  # the server dies mid-run, without a goodbye
+        server.wait()
+        _, stderr = train.communicate(timeout=300)
+    assert train.returncode == 0, stderr[-2000:]
+    assert len([line for line in stderr.splitlines() if "MLflow unavailable" in line]) == 1, stderr
+    assert json.loads((tmp_path / "train.json").read_text())["steps"] == 200
+    assert [int(r.split(",")[0]) for r in (tmp_path / "loss.csv").read_text().splitlines()[1:]] == list(
+        range(10, 201, 10)
+    )
+    assert (tmp_path / "ckpt" / "ckpt_00000200.pt").is_file()

@@ -63,7 +63,8 @@ def unet_config_from_dict(data: dict) -> UNetConfig:
     return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-_STEP_STREAM, _EPOCH_STREAM, _DROPOUT_STREAM = 1, 2, 3
+_STEP_STREAM, _EPOCH_STREAM, _DROPOUT_STREAM, _PROBE_STREAM = 1, 2, 3, 4
+PROBE_IMAGES = 64
 
 # Train keys that a resumed run may change without changing what it computes: more steps
 # extend a run; logging, checkpointing and the device do not alter the result.
@@ -101,6 +102,11 @@ class Trainer:
         if tc.batch_size % self.ctx.world_size:
             raise ValueError(
                 f"train.batch_size={tc.batch_size} is not divisible by the {self.ctx.world_size} processes"
+            )
+        if len(data.images) < tc.batch_size:
+            raise ValueError(
+                f"the training split has {len(data.images)} images, "
+                f"fewer than train.batch_size={tc.batch_size}"
             )
         self.local_batch = tc.batch_size // self.ctx.world_size
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -200,6 +206,7 @@ class Trainer:
         self.sampler.load_state_dict(ckpt["sampler"])
         self.step = int(ckpt["step"])
         if self.ctx.is_main:
+            print(f"resuming {self.config.cell} from step {self.step} ({path})", file=sys.stderr)
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             if "cuda" in ckpt["rng"] and self.ctx.device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.ctx.device)
@@ -293,6 +300,29 @@ class Trainer:
         self.ema.update(self.model, self.step)
         self.step += 1
         return {**sums, "grad_norm": grad_norm, "lr": lr}
+
+    @torch.no_grad()
+    def probe_loss(self) -> float:
+        """The objective of the current (raw) weights on a fixed batch: the first PROBE_IMAGES
+        training images with t and noise from a fixed seed, in eval mode, t uniform (no
+        importance weights). Unlike the last minibatch's loss it depends on the weights
+        alone, so the CI regression can pin it."""
+        n = min(PROBE_IMAGES, len(self.images))
+        g = torch.Generator().manual_seed(derive_seed(self.config.train.seed, _PROBE_STREAM))
+        t = torch.randint(0, self.diffusion.num_timesteps, (n,), generator=g)
+        noise = torch.randn((n, *self.images.shape[1:]), generator=g)
+        device = self.ctx.device
+        x0 = self.images[:n].float() / 127.5 - 1.0
+        kwargs = {"y": self.labels[:n]} if self.unet_config.num_classes else None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            terms = self.diffusion.training_losses(
+                self.model, x0, t.to(device), kwargs, noise=noise.to(device)
+            )
+        finally:
+            self.model.train(was_training)
+        return float(terms["loss"].mean())
 
     def run(self) -> TrainResult:
         """Train until train.steps, checkpointing every train.checkpoint_every and at the end."""
