@@ -372,6 +372,12 @@ def _repro(args: argparse.Namespace) -> int:
         rc = subprocess.run(["dvc", "repro", *args.dvc_args]).returncode
         if rc != 0:
             raise SystemExit(rc)  # marks the parent run FAILED on the way out
+        # the report belongs to the whole run: its files go to the parent run's artifacts
+        reports = Path("reports")
+        for name in ("report.md", "report.csv", "report.tex", "steps.csv"):
+            parent.tracker.log_artifact(reports / name, "report")
+        for plot in sorted((reports / "plots").glob("*.png")):
+            parent.tracker.log_artifact(plot, "report/plots")
     print(f"pipeline finished (MLflow parent run {parent.run_id or 'not recorded'})")
     return 0
 

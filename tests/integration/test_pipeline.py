@@ -4,6 +4,8 @@ import csv
 import json
 import shutil
 import sqlite3
+import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +147,9 @@ def test_mlflow_holds_one_run_per_cell_under_the_pipeline_run(smoke_repo):
         tags.setdefault(run_id, {})[key] = value
     parents = [r for r, t in tags.items() if t.get("kind") == "pipeline"]
     assert len(parents) == 1
+    (uri,) = db.execute("select artifact_uri from runs where run_uuid = ?", (parents[0],)).fetchone()
+    report = Path(urllib.parse.urlparse(uri).path) / "report"  # the report is the parent run's artifact
+    assert (report / "report.md").is_file() and (report / "plots" / "loss_curves.png").is_file()
     cells = {t["cell"]: r for r, t in tags.items() if "cell" in t}
     # one run per grid cell, one for the class-conditional cell, and the pipeline's parent run
     assert sorted(cells) == sorted([*CELLS, "cosine-hybrid-cond"]) and len(runs) == 10

@@ -213,11 +213,14 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, digits_train):
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
 
 
-@pytest.mark.parametrize("kill_at", [12, 18])
-def test_a_process_killed_mid_checkpoint_write_resumes_to_the_same_weights(tmp_path, digits_npz, kill_at):
+@pytest.mark.parametrize(
+    "point,kill_at,last_whole",
+    [("checkpoint-mid-write", 12, 6), ("checkpoint-mid-write", 18, 12), ("train-step", 15, 12)],
+)
+def test_a_killed_process_resumes_to_the_same_weights(tmp_path, digits_npz, point, kill_at, last_whole):
     # A real process, killed inside the checkpoint write (after the temp file is written,
-    # before the rename): the rerun resumes from the last whole checkpoint and ends with
-    # the weights of an uninterrupted run.
+    # before the rename) or between a step's backward and its update: the rerun resumes from
+    # the last whole checkpoint and ends with the weights of an uninterrupted run.
     import subprocess
     import sys
 
@@ -225,12 +228,13 @@ def test_a_process_killed_mid_checkpoint_write_resumes_to_the_same_weights(tmp_p
             "--set", "model.preset=tiny", "--set", "diffusion.timesteps=20", "--set", "train.steps=24",
             "--set", "train.batch_size=8", "--set", "train.checkpoint_every=6", "--set", "train.device=cpu",
             "--set", "model.dropout=0.1"]  # fmt: skip
-    env = {**os.environ, "DDPM_REPRO_FAULT": f"checkpoint-mid-write@{kill_at}"}
+    env = {**os.environ, "DDPM_REPRO_FAULT": f"{point}@{kill_at}"}
     killed = subprocess.run([*args, "--checkpoint-dir", str(tmp_path / "a")], env=env, capture_output=True)
     assert killed.returncode == 137
     left = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert f"ckpt_{kill_at - 6:08d}.pt" in left and f"ckpt_{kill_at:08d}.pt" not in left
-    assert any(name.endswith(".tmp") for name in left)  # the partial write, never renamed
+    assert [n for n in left if n.endswith(".pt")][-1] == f"ckpt_{last_whole:08d}.pt"  # the newest whole one
+    # the partial write is left, never renamed; a kill between steps leaves none
+    assert any(name.endswith(".tmp") for name in left) == (point == "checkpoint-mid-write")
     resumed = subprocess.run([*args, "--checkpoint-dir", str(tmp_path / "a")], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert not [p for p in (tmp_path / "a").iterdir() if p.suffix == ".tmp"]

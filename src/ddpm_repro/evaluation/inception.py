@@ -49,6 +49,10 @@ def load_inception(device: str | torch.device = "cpu", allow_download: bool = Fa
             f"FID not computed: Inception weights not found at {path} (download {FID_WEIGHTS_URL} there)"
         )
     try:
+        if path.is_file():
+            # pytorch-fid unpickles the cached file without weights_only: check first that it
+            # holds tensors only, so a planted file cannot run code.
+            torch.load(path, map_location="cpu", weights_only=True)
         model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[POOL3_DIM]])
     except Exception as err:  # a network error or whatever unpickling raises: no FID either way
         if path.is_file():

@@ -37,7 +37,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _fault_point(name: str, step: int) -> None:
+def fault_point(name: str, step: int) -> None:
     """Fault injection for tests: DDPM_REPRO_FAULT=<name>@<step> ends the process here at
     that step with no cleanup at all, as SIGKILL would (exit status 137)."""
     if os.environ.get("DDPM_REPRO_FAULT") == f"{name}@{step}":
@@ -61,7 +61,7 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -
 
     def write(f) -> None:
         torch.save(payload, f)
-        _fault_point("checkpoint-mid-write", payload["step"])
+        fault_point("checkpoint-mid-write", payload["step"])
 
     atomic_write(path, write)
     for old in list_checkpoints(directory)[:-keep]:

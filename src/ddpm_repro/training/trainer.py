@@ -31,6 +31,7 @@ from ..seeding import derive_seed
 from .checkpoint import (
     FORMAT_VERSION,
     checkpoint_path,
+    fault_point,
     list_checkpoints,
     load_latest,
     remove_partial_writes,
@@ -284,6 +285,7 @@ class Trainer:
                     )
                 loss = (terms["loss"] * b["weights"][sl]).sum() / self.local_batch
                 loss.backward()
+            fault_point("train-step", self.step + 1)  # tests: a kill between backward and update
             self.sampler.update_with_local_losses(b["t"][sl], terms["loss"].detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for key, value in terms.items():
