@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := 1
+# mlflow honours DO_NOT_TRACK only when it is "true"
+export DO_NOT_TRACK := true
 
 .PHONY: setup run test regression repin clean-venv
 

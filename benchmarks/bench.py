@@ -128,7 +128,7 @@ SIZES: dict[str, dict[str, dict[str, dict[str, int]]]] = {
         },
     },
 }
-PROBE_SIZES = {"cpu": (1024, 2048, 3072), "cuda": (4096, 8192), "quick": (256, 512)}
+PROBE_SIZES = {"cpu": (1024, 2048, 4096), "cuda": (4096, 8192), "quick": (256, 512)}
 TASKS = ("train", "sample", "nll")
 PRECISIONS = ("fp32", "bf16")
 
@@ -255,24 +255,39 @@ def median_throughput(seconds: list[float], items: int) -> dict[str, Any]:
 
 
 # ======================================================================== probe
+def _rate(fn: Callable[[], None], flops: float, device: torch.device) -> float:
+    """GFLOP/s of fn: two warm-up calls, then the median of 5 timings of ~0.2 s each."""
+    for _ in range(2):
+        fn()
+    reps = max(1, min(50, int(0.2 / max(timed(fn, device), 1e-6))))
+    seconds = [timed(lambda: [fn() for _ in range(reps)], device) for _ in range(5)]
+    return flops * reps / statistics.median(seconds) / 1e9
+
+
 def _matmul_gflops(n: int, dtype: torch.dtype, device: torch.device) -> float:
+    """A square n x n matmul (torch.mm: MKL/OpenBLAS on CPU, cuBLAS on CUDA)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     c = torch.empty(n, n, device=device, dtype=dtype)
+    return _rate(lambda: torch.mm(a, b, out=c), 2 * n**3, device)
 
-    def mm() -> None:
-        torch.mm(a, b, out=c)
 
-    for _ in range(2):
-        mm()
-    reps = max(1, min(50, int(0.2 / max(timed(mm, device), 1e-6))))  # ~0.2 s per timing
-    seconds = [timed(lambda: [mm() for _ in range(reps)], device) for _ in range(5)]
-    return 2 * n**3 * reps / statistics.median(seconds) / 1e9
+def _conv1x1_gflops(n: int, dtype: torch.dtype, device: torch.device) -> float:
+    """The same n x n x n product as a 1x1 convolution over a 32 x (n/32) map: the oneDNN
+    (CPU) or cuDNN kernels that the models' convolutions use, which can beat the BLAS matmul."""
+    nhwc = torch.channels_last
+    x = torch.randn(1, n, 32, n // 32, device=device, dtype=dtype).contiguous(memory_format=nhwc)
+    w = torch.randn(n, n, 1, 1, device=device, dtype=dtype).contiguous(memory_format=nhwc)
+    return _rate(lambda: torch.nn.functional.conv2d(x, w), 2 * n**3, device)
+
+
+PROBE_KERNELS = {"matmul": _matmul_gflops, "conv1x1": _conv1x1_gflops}
 
 
 def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
-    """The best matmul rate over a few square sizes, per dtype (the machine's limit). On CUDA
-    "fp32" follows torch's matmul TF32 setting (off by default) and "tf32" is added."""
+    """The machine's limit per dtype: the best rate over square sizes and two GEMM kernels
+    (matmul and a 1x1 convolution). On CUDA "fp32" follows torch's matmul TF32 setting (off by
+    default) and "tf32" is added."""
     device = torch.device(spec["device"])
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     if device.type == "cuda":
@@ -280,15 +295,17 @@ def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, dtype in dtypes.items():
         best: dict[str, Any] = {"gflops": 0.0}
-        tf32_before = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = name == "tf32" or (name == "fp32" and tf32_before)
+        tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        tf32 = name == "tf32" or (name == "fp32" and tf32_before[0])
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         try:
-            for n in spec["sizes"]:
-                gflops = _matmul_gflops(n, dtype, device)
-                if gflops > best["gflops"]:
-                    best = {"gflops": round(gflops, 1), "size": n}
+            for kernel, measure in PROBE_KERNELS.items():
+                for n in spec["sizes"]:
+                    gflops = measure(n, dtype, device)
+                    if gflops > best["gflops"]:
+                        best = {"gflops": round(gflops, 1), "size": n, "kernel": kernel}
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = tf32_before
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
         out[name] = best
     return out
 
@@ -784,13 +801,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"Command: `{results['command']}`"
         + (" (**--quick: a smoke run, not a measurement**)" if results["quick"] else ""),
         "",
-        "**Machine limit** (best square matmul):",
+        "**Machine limit** (best square GEMM: torch.mm or a 1x1 convolution, sizes n x n x n):",
         "",
-        "| probe | GFLOP/s | size |",
-        "|---|---:|---:|",
+        "| dtype | GFLOP/s | kernel | n |",
+        "|---|---:|---|---:|",
     ]
     for name, p in results.get("peak", {}).items():
-        lines.append(f"| {name} matmul | {_fmt(p.get('gflops'), 4)} | {p.get('size', 'n/a')} |")
+        lines.append(
+            f"| {name} | {_fmt(p.get('gflops'), 4)} | {p.get('kernel', 'matmul')} | {p.get('size', 'n/a')} |"
+        )
     lines += [
         "",
         "**Models** (FLOPs: matmul, convolution and attention, 2 per multiply-add, per 32x32 or 8x8 image):",

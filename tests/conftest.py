@@ -3,7 +3,7 @@
 import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 # Commands run by tests must not write into the developer's mlflow.db; the tests that
 # check tracking turn it back on against a store of their own.
 os.environ["DDPM_REPRO_TRACKING"] = "0"

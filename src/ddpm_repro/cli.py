@@ -152,6 +152,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.loss_curve:
         tracker.log_artifact(args.loss_curve)
+    if config.tracking.log_checkpoint:  # what `ddpm-repro sample --checkpoint` reads
+        tracker.log_artifact(result.checkpoint, "checkpoint")
     tracker.end()
     summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
     print(f"trained {config.cell} to step {result.step}: {result.checkpoint} ({summary})")
@@ -178,26 +180,14 @@ def _load_cell(args: argparse.Namespace):
 
 def _sample(args: argparse.Namespace) -> int:
     """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid."""
-    from .config import build_diffusion
-    from .sampling import generate, save_grid, save_samples
+    from .sampling import Pretrained, save_grid, save_samples
     from .tracking import Tracker
-    from .training import model_from_checkpoint
     from .training.distributed import pick_device
 
     path, ckpt, config = _load_cell(args)
-    device = pick_device(args.device)
-    model = model_from_checkpoint(ckpt, use_ema=config.sample.use_ema, device=device)
-    unet = model.config
+    pretrained = Pretrained.from_payload(path, ckpt, pick_device(args.device), config)
     start = time.perf_counter()
-    samples = generate(
-        model,
-        build_diffusion(config.diffusion),
-        config.sample,
-        (unet.in_channels, unet.image_size, unet.image_size),
-        num_classes=unet.num_classes,
-        device=device,
-        progress=not args.no_progress,
-    )
+    samples = pretrained.sample(progress=not args.no_progress)
     seconds = time.perf_counter() - start
     save_samples(args.out, samples)
     if args.grid:
@@ -320,6 +310,29 @@ def _reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_official(args: argparse.Namespace) -> int:
+    """Convert a checkpoint released with Improved DDPM (openai/improved-diffusion) into ours."""
+    from .models.official import convert_official_checkpoint, settings_for
+
+    settings = settings_for(
+        args.source,
+        preset=args.preset,
+        model_channels=args.model_channels,
+        schedule=args.schedule,
+        timesteps=args.timesteps,
+        loss=args.loss,
+        timestep_sampler=args.timestep_sampler,
+        rescale_timesteps=args.rescale_timesteps,
+        step=args.step,
+    )
+    out = convert_official_checkpoint(args.source, args.out, settings)
+    print(
+        f"wrote {out}: preset {settings.preset}, {settings.schedule} schedule, T={settings.timesteps}, "
+        f"{settings.loss}, timestep scale {settings.timestep_scale:g}"
+    )
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     """The comparison tables, claims and plots of every cell of the grid."""
     from .config import load_config
@@ -383,6 +396,7 @@ def _repro(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `ddpm-repro` parser: one subcommand per stage, each bound to its handler as `func`."""
     parser = argparse.ArgumentParser(prog="ddpm-repro", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -401,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--images", type=int, default=384, help="number of 8x8 images")
     check.add_argument("--mu", type=float, default=0.1, help="pixel mean in [-1, 1]")
     check.add_argument("--sigma", type=float, default=0.25, help="pixel standard deviation")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--seed", type=int, default=0, help="seed of the images and of the bound's noise")
     check.set_defaults(func=_check_bound)
 
     def add_params(p: argparse.ArgumentParser) -> None:
@@ -484,6 +498,32 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--device", default="auto", help="auto, cpu or cuda (the Inception features)")
     reference.set_defaults(func=_reference)
 
+    official = commands.add_parser(
+        "import-official",
+        help="convert a released Improved DDPM checkpoint (openai/improved-diffusion) into ours",
+        description="Maps the original UNet's parameters onto ours (every key checked) and writes one of "
+        "our checkpoints with the model's diffusion settings, for sample and evaluate. A released file "
+        "is recognised by its name (docs/official_checkpoints.md); the options override its settings "
+        "or describe another file.",
+    )
+    official.add_argument("source", help="the original .pt file (a state dict)")
+    official.add_argument(
+        "--out", required=True, help="our checkpoint file to write, e.g. .../ckpt_00500000.pt"
+    )
+    official.add_argument("--preset", help="our UNet preset of the same architecture")
+    official.add_argument("--model-channels", type=int, help="their --num_channels, if not the preset's")
+    official.add_argument("--schedule", help="their --noise_schedule")
+    official.add_argument("--timesteps", type=int, help="their --diffusion_steps")
+    official.add_argument("--loss", choices=["hybrid", "vlb", "simple"], help="vlb for --use_kl True")
+    official.add_argument("--timestep-sampler", help="uniform or loss-second-moment")
+    official.add_argument(
+        "--rescale-timesteps",
+        action=argparse.BooleanOptionalAction,
+        help="their --rescale_timesteps (default True): the net was fed t * 1000 / T",
+    )
+    official.add_argument("--step", type=int, help="training step to record")
+    official.set_defaults(func=_import_official)
+
     regression = commands.add_parser(
         "regression",
         help="compare a pipeline run's pinned metrics with the committed pins (CI)",
@@ -517,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit status: 0 ok, 1 non-finite loss or failed write, 2 bad
+    config or missing file, 130 interrupted. Errors print as one line naming the command."""
     args = build_parser().parse_args(argv)
     from .training.trainer import NonFiniteLossError
 

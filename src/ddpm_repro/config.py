@@ -124,6 +124,8 @@ class TrainConfig:
 
 
 class SampleMethod(enum.Enum):
+    """How `sample.method` draws: ANCESTRAL (DDPM Algorithm 2) or DDIM (Song et al. 2021, with `eta`)."""
+
     ANCESTRAL = "ancestral"
     DDIM = "ddim"
 
@@ -211,6 +213,7 @@ class GridConfig:
 
     @property
     def cells(self) -> list[str]:
+        """The cell names "<schedule>-<loss>", schedules outermost, e.g. "linear-simple"."""
         return [f"{s}-{loss}" for s in self.schedules for loss in self.losses]
 
 
@@ -239,6 +242,7 @@ class EvaluateConfig:
 
     @property
     def curve_points(self) -> list[tuple[SampleMethod, int]]:
+        """`curve` flattened to (method, number of steps) pairs, in the order written."""
         return [(SampleMethod(m), n) for m, steps in self.curve.items() for n in steps]
 
 
@@ -296,6 +300,7 @@ class TrackingConfig:
     enabled: bool = True
     experiment: str = ""  # "": ddpm-repro/<profile>
     timeout_s: float = 5.0  # per HTTP request to a tracking server; no retries
+    log_checkpoint: bool = True  # the final checkpoint of each cell as the artifact checkpoint/
 
     def __post_init__(self) -> None:
         _positive(self, "tracking", "timeout_s")

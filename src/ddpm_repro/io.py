@@ -49,4 +49,5 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """`text` as UTF-8, written atomically."""
     atomic_write(path, lambda f: f.write(text.encode()))

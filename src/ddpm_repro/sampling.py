@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import SampleConfig, SampleMethod
+from .config import Config, SampleConfig, SampleMethod, build_diffusion, config_from_dict, config_to_dict
 from .data.arrays import ImageArrays, save_arrays, to_uint8
 from .diffusion import GaussianDiffusion, respaced
 from .io import atomic_write
@@ -40,6 +40,8 @@ class GuidedModel(nn.Module):
         )
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """x [N, C, H, W], t [N], y [N] -> the guided output [N, C or 2C, H, W]; at s != 1 one
+        model call on a doubled batch [2N, ...] gives the conditional and unconditional outputs."""
         if self.scale == 1.0:
             return self.model(x, t, y)
         both = self.model(
@@ -56,6 +58,8 @@ class GuidedModel(nn.Module):
 
 @dataclass(frozen=True)
 class Samples:
+    """Generated images and the labels they were drawn for, as `generate` returns them."""
+
     images: np.ndarray  # uint8 [N, H, W, C]
     labels: np.ndarray  # int64 [N]; -1 for an unconditional model
 
@@ -120,6 +124,80 @@ def generate(
         bar.close()
     images = np.concatenate(out)
     return Samples(images, np.asarray(labels if num_classes else np.full(n, -1), dtype=np.int64))
+
+
+@dataclass
+class Pretrained:
+    """A trained model ready to sample: the network (EMA weights by default), the diffusion
+    it was trained with and its own config, from one checkpoint file or folder.
+
+        model = Pretrained.load("checkpoints/cosine-hybrid")  # the folder's newest checkpoint
+        images = model.sample(num_samples=16, steps="50").images  # uint8 [16, H, W, C]
+    """
+
+    model: nn.Module
+    diffusion: GaussianDiffusion
+    config: Config
+    checkpoint: Path
+    step: int
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path,
+        device: str | torch.device = "cpu",
+        config: Config | None = None,
+        use_ema: bool | None = None,
+    ) -> Pretrained:
+        """`checkpoint`: a ckpt_<step>.pt file (a training checkpoint, or the one logged to
+        MLflow under `checkpoint/`) or a folder of them. `config` replaces the checkpoint's
+        own (the CLI passes it with --params/--set applied); `use_ema` defaults to
+        config.sample.use_ema."""
+        from .training import load_checkpoint
+        from .training.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint)
+        return cls.from_payload(path, load_checkpoint(path), device, config, use_ema)
+
+    @classmethod
+    def from_payload(
+        cls,
+        path: Path,
+        ckpt: dict,
+        device: str | torch.device = "cpu",
+        config: Config | None = None,
+        use_ema: bool | None = None,
+    ) -> Pretrained:
+        """As `load`, for a checkpoint already read with training.load_checkpoint."""
+        from .training import model_from_checkpoint
+
+        config = config or config_from_dict(ckpt["config"])
+        use_ema = config.sample.use_ema if use_ema is None else use_ema
+        model = model_from_checkpoint(ckpt, use_ema=use_ema, device=device)
+        return cls(model, build_diffusion(config.diffusion), config, Path(path), int(ckpt["step"]))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model makes."""
+        unet = self.model.config
+        return unet.in_channels, unet.image_size, unet.image_size
+
+    def sample(self, labels: np.ndarray | None = None, progress: bool = False, **sample_settings) -> Samples:
+        """Draw images with the config's sample section, any of its keys replaced by
+        `sample_settings` (num_samples, steps, method, eta, guidance_scale, seed, ...)."""
+        # through the config loader, so a bad key or value is named as in params.yaml
+        sample = {**config_to_dict(self.config.sample), **sample_settings}
+        settings = config_from_dict({"sample": sample}).sample
+        return generate(
+            self.model,
+            self.diffusion,
+            settings,
+            self.image_shape,
+            num_classes=self.model.config.num_classes,
+            labels=labels,
+            device=next(self.model.parameters()).device,
+            progress=progress,
+        )
 
 
 def save_samples(path: str | Path, samples: Samples) -> None:

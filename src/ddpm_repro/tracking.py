@@ -43,6 +43,7 @@ def repo_root(start: Path | None = None) -> Path:
 
 
 def git_commit(root: Path) -> str:
+    """The HEAD commit hash of the git tree at `root`, or "unknown"."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -52,10 +53,22 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+def store_root(start: Path | None = None) -> Path:
+    """Where the default MLflow store lives: the repo root, or for a `dvc exp run --queue` or
+    `--temp` experiment, which runs in <repo>/.dvc/tmp/exps/<tmp> and is deleted afterwards,
+    the repository it was queued from."""
+    root = repo_root(start)
+    parts = root.parts
+    for i in range(len(parts) - 3, 0, -1):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else an absolute sqlite store at the repo root (relative URIs
-    break under `dvc exp run --temp`)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else an absolute sqlite store at the repository root (relative
+    URIs break under `dvc exp run --temp`)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -89,11 +102,12 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(config.tracking.timeout_s)))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        os.environ.setdefault("DO_NOT_TRACK", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "true")
         self._call("connect", self._connect)
 
     @property
     def experiment_name(self) -> str:
+        """tracking.experiment when set, else "ddpm-repro/<profile>"."""
         return self.config.tracking.experiment or f"ddpm-repro/{self.config.profile}"
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -120,7 +134,7 @@ class Tracker:
         exp = self._client.get_experiment_by_name(self.experiment_name)
         if exp is None:
             # With the default local store, artifacts go beside mlflow.db, not into ./mlruns.
-            local = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlartifacts").as_uri()
+            local = None if os.environ.get("MLFLOW_TRACKING_URI") else (store_root() / "mlartifacts").as_uri()
             self._experiment_id = self._client.create_experiment(
                 self.experiment_name, artifact_location=local
             )
@@ -186,6 +200,9 @@ class Tracker:
         return self._call("find_cell_run", find)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
+        """Log the finite numbers of `metrics` as `prefix + name` at `step` (default 0), in one
+        batch; non-numeric and non-finite values are skipped."""
+
         def log() -> None:
             import time
 
@@ -203,20 +220,24 @@ class Tracker:
             self._call("log_metrics", log)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload the file `path` under `artifact_path` of the run; a missing file is skipped."""
         if self.run_id is not None and Path(path).exists():
             self._call(
                 "log_artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path)
             )
 
     def end(self, status: str = "FINISHED") -> None:
+        """Close the run with `status` (an MLflow run status: FINISHED, FAILED, KILLED)."""
         if self.run_id is not None:
             self._call("end", lambda: self._client.set_terminated(self.run_id, status))
 
     # --------------------------------------------------- training callback
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """The trainer's callback: log the training metrics as "train/<name>" at `step`."""
         self.log_metrics(metrics, step=step, prefix="train/")
 
     def on_checkpoint(self, step: int, path: Path) -> None:
+        """The trainer's callback: log the step of each checkpoint written as checkpoint_step."""
         self.log_metrics({"checkpoint_step": step}, step=step)
 
 

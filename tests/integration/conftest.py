@@ -102,6 +102,28 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900, **env: str) -> subproce
     )
 
 
+def stages_run(dvc_stdout: str) -> list[str]:
+    """The stages a `dvc repro` (or `dvc exp run`) ran, in order, from its output."""
+    return [line.split("'")[1] for line in dvc_stdout.splitlines() if line.startswith("Running stage")]
+
+
+def copy_of_run(
+    smoke_repo: Path, dest: Path, edit: tuple[str, str] | None = None, commit: bool = False
+) -> Path:
+    """A copy of the smoke run's repository (outputs and DVC cache included); `edit` replaces
+    one text of its params.yaml, which must be there; `commit` commits the run (dvc.lock)."""
+    shutil.copytree(smoke_repo, dest, symlinks=True)
+    if edit:
+        params = (dest / "params.yaml").read_text()
+        assert edit[0] in params, f"{edit[0]!r} is not in the smoke params"
+        (dest / "params.yaml").write_text(params.replace(edit[0], edit[1]))
+    if commit:
+        git = ["git", "-c", "user.email=test@ddpm-repro", "-c", "user.name=test"]
+        subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+        subprocess.run([*git, "commit", "-qm", "the smoke run"], cwd=dest, check=True)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory) -> Path:
     """One run of the whole smoke pipeline (`ddpm-repro repro`), shared by every test that reads it."""

@@ -95,10 +95,28 @@ def test_missing_inputs_are_named(tmp_path):
     assert result.returncode == 2 and "bad.pt' is corrupt or truncated" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "prepare", "check-bound"])
-def test_every_command_has_help(command):
+def _subcommands() -> dict:
+    import argparse
+
+    from ddpm_repro.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_has_help_that_explains_each_option(command):
     result = cli(command, "--help", check=True)
-    assert "usage: ddpm-repro" in result.stdout
+    assert result.stdout.startswith(f"usage: ddpm-repro {command}")
+    undocumented = [
+        a.dest for a in _subcommands()[command]._actions if a.dest != "help" and not (a.help or "").strip()
+    ]
+    assert not undocumented, f"options of '{command}' without help text: {undocumented}"
+
+
+def test_the_top_level_help_lists_every_command():
+    out = cli("--help", check=True).stdout
+    assert all(name in out for name in _subcommands())
 
 
 def test_version():

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ..conftest import free_port
@@ -102,7 +104,19 @@ def test_a_cell_logs_to_a_real_server(mlflow_server, tmp_path, digits_npz):
     assert "train/loss" in found.data.metrics and "final/final_loss" in found.data.metrics
     history = client.get_metric_history(found.info.run_id, "train/loss")
     assert [m.step for m in history] == [4]
-    assert [a.path for a in client.list_artifacts(found.info.run_id)] == ["loss.csv"]
+    assert [a.path for a in client.list_artifacts(found.info.run_id)] == ["checkpoint", "loss.csv"]
+    # the logged checkpoint is whole and samples with the README's one-liner
+    (logged,) = client.list_artifacts(found.info.run_id, "checkpoint")
+    assert logged.path == "checkpoint/ckpt_00000004.pt"
+    local = client.download_artifacts(found.info.run_id, logged.path, str(tmp_path / "downloaded"))
+    assert Path(local).read_bytes() == (tmp_path / "ckpt" / "ckpt_00000004.pt").read_bytes()
+    sampled = run(
+        ["ddpm-repro", "sample", "--checkpoint", local, "--out", str(tmp_path / "s.npz"), "--no-progress",
+         "--set", "sample.num_samples=2", "--set", "sample.steps=5"],
+        REPO, MLFLOW_TRACKING_URI=mlflow_server,
+    )  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert np.load(tmp_path / "s.npz")["images"].shape == (2, 8, 8, 1)
 
 
 def test_an_unreachable_server_costs_one_warning_and_nothing_else(tmp_path, digits_npz):

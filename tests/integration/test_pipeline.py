@@ -2,7 +2,6 @@
 
 import csv
 import json
-import shutil
 import sqlite3
 import urllib.parse
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from ddpm_repro.data import load_arrays
 
-from .conftest import copy_repo, run
+from .conftest import copy_of_run, copy_repo, run, stages_run
 
 CELLS = [f"{s}-{loss}" for s in ("linear", "cosine") for loss in ("simple", "hybrid", "vlb", "aux")]
 
@@ -86,27 +85,19 @@ def test_the_pipeline_is_up_to_date_after_a_run(smoke_repo):
 
 
 def test_changing_one_objectives_key_reruns_only_its_cells(smoke_repo, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(smoke_repo, repo, symlinks=True)
-    params = (repo / "params.yaml").read_text()
-    assert "aux_lambda: 0.001" in params
-    (repo / "params.yaml").write_text(params.replace("aux_lambda: 0.001", "aux_lambda: 0.002"))
+    repo = copy_of_run(smoke_repo, tmp_path / "repo", edit=("aux_lambda: 0.001", "aux_lambda: 0.002"))
     result = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0")
     assert result.returncode == 0, result.stderr[-2000:]
-    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    ran = set(stages_run(result.stdout))
     expected = {f"{stage}@{s}-aux" for stage in ("train", "sample", "evaluate") for s in ("linear", "cosine")}
     assert ran == expected | {"report"}, sorted(ran)
 
 
 def test_a_dvc_experiment_sweeps_one_key_and_diffs_only_its_cells(smoke_repo, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(smoke_repo, repo, symlinks=True)
-    git = ["git", "-c", "user.email=test@ddpm-repro", "-c", "user.name=test"]
-    run([*git, "add", "-A"], repo)
-    assert run([*git, "commit", "-qm", "the smoke run"], repo).returncode == 0
+    repo = copy_of_run(smoke_repo, tmp_path / "repo", commit=True)
     result = run(["dvc", "exp", "run", "-n", "lambda2", "-S", "losses.aux.aux_lambda=0.002"], repo)
     assert result.returncode == 0, result.stderr[-2000:]
-    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    ran = set(stages_run(result.stdout))
     assert {s for s in ran if "@" in s} == {
         f"{stage}@{s}-aux" for stage in ("train", "sample", "evaluate") for s in ("linear", "cosine")
     }
@@ -125,7 +116,7 @@ def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path):
     (repo / "params.yaml").write_text(params.replace("  - vlb\n  - aux\n", "").replace("  - cosine\n", ""))
     first = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0", DDPM_REPRO_FAULT="checkpoint-mid-write@20")
     assert first.returncode != 0
-    started = [line.split("'")[1] for line in first.stdout.splitlines() if line.startswith("Running stage")]
+    started = stages_run(first.stdout)
     killed = started[-1]  # the stage running when the process died
     assert killed.startswith("train"), first.stdout
     cell = killed.split("@")[1] + ("-cond" if killed.startswith("train-cond@") else "")
@@ -133,7 +124,7 @@ def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path):
     assert sorted(p.name for p in ckpts.glob("ckpt_*.pt")) == ["ckpt_00000010.pt"]
     second = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0")
     assert second.returncode == 0, second.stderr[-2000:]
-    rerun = {line.split("'")[1] for line in second.stdout.splitlines() if line.startswith("Running stage")}
+    rerun = set(stages_run(second.stdout))
     assert not rerun & set(started[:-1]) and killed in rerun  # what finished is not redone
     assert f"resuming {cell} from step 10" in second.stderr
     assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"

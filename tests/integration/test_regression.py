@@ -3,7 +3,6 @@ changes it must catch, each shown to move a pinned metric beyond its tolerance."
 
 import json
 import os
-import shutil
 
 import pytest
 
@@ -11,7 +10,7 @@ from ddpm_repro import cli
 from ddpm_repro.config import load_config
 from ddpm_repro.regression import compare, load_pins, read_metrics
 
-from .conftest import REPO, run
+from .conftest import REPO, copy_of_run, run
 
 PINS = REPO / "pipelines" / "smoke" / "pins.json"
 SMOKE = REPO / "pipelines" / "smoke" / "params.yaml"
@@ -34,11 +33,7 @@ def test_the_smoke_run_matches_the_pins(smoke_repo):
 
 
 def test_a_lambda_times_ten_is_caught_end_to_end(smoke_repo, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(smoke_repo, repo, symlinks=True)
-    params = (repo / "params.yaml").read_text()
-    assert "hybrid_lambda: 0.001" in params
-    (repo / "params.yaml").write_text(params.replace("hybrid_lambda: 0.001", "hybrid_lambda: 0.01"))
+    repo = copy_of_run(smoke_repo, tmp_path / "repo", edit=("hybrid_lambda: 0.001", "hybrid_lambda: 0.01"))
     assert run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0").returncode == 0
     result = regression(repo, "--pins", str(PINS))
     assert result.returncode == 1

@@ -43,6 +43,7 @@ class ModelVarType(enum.Enum):
 
     @property
     def is_learned(self) -> bool:
+        """LEARNED or LEARNED_RANGE: the model outputs 2C channels, the last C for the variance."""
         return self in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE)
 
 
@@ -239,7 +240,10 @@ class GaussianDiffusion:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw x_t ~ q(x_t | x_0) = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4)."""
+        """Draw x_t ~ q(x_t | x_0) = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4).
+
+        x_start and noise [N, C, H, W], t int64 [N] -> x_t [N, C, H, W].
+        """
         noise = self._noise_like(x_start, noise, generator)
         return (
             self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
@@ -271,7 +275,8 @@ class GaussianDiffusion:
         )
 
     def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, x_start: Tensor) -> Tensor:
-        """eps = (x_t / sqrt(alpha_bar) - x_0) / sqrt(1/alpha_bar - 1)."""
+        """eps = (x_t / sqrt(alpha_bar) - x_0) / sqrt(1/alpha_bar - 1), DDPM eq. 4 solved for eps;
+        x_t, x_start [N, C, H, W], t [N]."""
         return (self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x_start) / self._extract(
             "sqrt_recipm1_alphas_cumprod", t, x_t
         )
@@ -284,7 +289,8 @@ class GaussianDiffusion:
         )
 
     def velocity(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0, the VELOCITY target."""
+        """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0, the VELOCITY target (Salimans & Ho
+        2022, sec. 4); x_start, noise [N, C, H, W], t [N] -> v [N, C, H, W]."""
         return (
             self._extract("sqrt_alphas_cumprod", t, x_start) * noise
             - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * x_start
@@ -326,7 +332,8 @@ class GaussianDiffusion:
         t: Tensor,
         clip_denoised: bool = True,
     ) -> dict[str, Tensor]:
-        """p(x_{t-1} | x_t) from a model output already computed (see `p_mean_variance`)."""
+        """p(x_{t-1} | x_t) from a model output [N, C or 2C, H, W] already computed; the same
+        dict as `p_mean_variance`."""
         mean_out, var_values = self._split_output(model_output)
         log_variance = self._model_log_variance(var_values, t, x_t)
 
@@ -589,7 +596,8 @@ class GaussianDiffusion:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """One DDIM step (see `ddim_mean_variance`). Returns dict: sample, pred_xstart."""
+        """One DDIM step (see `ddim_mean_variance`). Returns dict: sample [N, C, H, W],
+        pred_xstart [N, C, H, W]."""
         out = self.ddim_mean_variance(model, x_t, t, eta, clip_denoised, model_kwargs)
         if eta == 0:
             return {"sample": out["mean"], "pred_xstart": out["pred_xstart"]}

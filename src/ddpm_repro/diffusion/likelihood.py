@@ -21,7 +21,8 @@ def mean_flat(x: Tensor) -> Tensor:
 
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats: the L_t and
+    L_T terms of DDPM eq. 5. Arguments broadcast; the result has their broadcast shape."""
     return 0.5 * (
         -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
     )

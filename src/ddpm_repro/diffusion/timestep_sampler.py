@@ -39,9 +39,11 @@ class UniformSampler:
         """Record this process's per-example losses (a no-op for the uniform sampler)."""
 
     def state_dict(self) -> dict[str, Tensor]:
+        """The state a checkpoint carries: none for the uniform sampler."""
         return {}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore from `state_dict`; only an empty dict is accepted."""
         if state:
             raise ValueError(f"UniformSampler has no state, got keys {sorted(state)}")
 
@@ -62,9 +64,12 @@ class LossSecondMomentResampler(UniformSampler):
         self.loss_counts = torch.zeros(num_timesteps, dtype=torch.int64)
 
     def warmed_up(self) -> bool:
+        """Whether every t has a full history of `history_per_term` losses."""
         return bool((self.loss_counts == self.history_per_term).all())
 
     def weights(self) -> Tensor:
+        """p_t [T] (float64): sqrt(E[L_t^2]) normalised, mixed with `uniform_prob` of uniform
+        (Improved DDPM sec. 3.3); all ones until warmed up."""
         if not self.warmed_up():
             return torch.ones(self.num_timesteps, dtype=torch.float64)
         w = torch.sqrt((self.loss_history**2).mean(dim=1))
@@ -95,9 +100,11 @@ class LossSecondMomentResampler(UniformSampler):
                 self.loss_counts[t] += 1
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Copies of loss_history [T, history_per_term] (float64) and loss_counts [T] (int64)."""
         return {"loss_history": self.loss_history.clone(), "loss_counts": self.loss_counts.clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore from `state_dict`; wrong keys or shapes (another T) raise ValueError."""
         expected = {"loss_history": self.loss_history.shape, "loss_counts": self.loss_counts.shape}
         if set(state) != set(expected):
             raise ValueError(f"sampler state has keys {sorted(state)}, expected {sorted(expected)}")

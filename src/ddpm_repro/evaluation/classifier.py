@@ -20,6 +20,8 @@ from ..data.arrays import ImageArrays
 
 @dataclass(frozen=True)
 class ClassifierConfig:
+    """The shape of a `SmallClassifier`; saved with its weights (see `classifier_state`)."""
+
     in_channels: int = 1
     num_classes: int = 10
     width: int = 32
@@ -45,6 +47,7 @@ class SmallClassifier(nn.Module):
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [N, C, H, W] in [-1, 1] -> class logits [N, num_classes]."""
         return self.head(self.features(x))
 
 
@@ -103,6 +106,7 @@ def classifier_state(model: SmallClassifier) -> dict:
 
 
 def classifier_from_state(state: dict) -> SmallClassifier:
+    """Rebuild the classifier `classifier_state` saved, in eval mode."""
     model = SmallClassifier(ClassifierConfig(**state["config"]))
     model.load_state_dict(state["weights"])
     return model.eval()

@@ -37,10 +37,12 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 whatever the input dtype (stable under bf16)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [N, C, ...] in any float dtype -> normalised, same shape and dtype as x."""
         return super().forward(x.float()).type(x.dtype)
 
 
 def normalization(channels: int, groups: int) -> nn.Module:
+    """The UNet's normalisation layer: `GroupNorm32` with `groups` groups over `channels`."""
     return GroupNorm32(groups, channels)
 
 
@@ -52,6 +54,7 @@ class Downsample(nn.Module):
         self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1) if use_conv else nn.AvgPool2d(2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """[N, C, H, W] -> [N, C, H/2, W/2]."""
         return self.op(x)
 
 
@@ -65,6 +68,7 @@ class Upsample(nn.Module):
             self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """[N, C, H, W] -> [N, C, 2H, 2W]."""
         x = F.interpolate(x, scale_factor=2, mode="nearest")
         return self.conv(x) if self.use_conv else x
 
@@ -117,6 +121,8 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x [N, C, H, W], emb [N, E] -> [N, out_channels, H', W'], H' = 2H with up, H/2 with
+        down, else H."""
         if self.updown:
             norm_act, conv = self.in_layers[:-1], self.in_layers[-1]
             h = conv(self.h_upd(norm_act(x)))
@@ -151,6 +157,7 @@ class AttentionBlock(nn.Module):
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [N, C, H, W] -> x + attention output, [N, C, H, W]."""
         b, c, *spatial = x.shape
         flat = x.reshape(b, c, -1)
         qkv = self.qkv(self.norm(flat))  # [B, 3C, L]

@@ -46,6 +46,10 @@ class UNetConfig:
     num_classes: int | None = None
     norm_groups: int = 32
     use_checkpoint: bool = False
+    # t is multiplied by this before its embedding. Our models see the integer t (1.0);
+    # the Improved DDPM authors' models were trained with `rescale_timesteps`, which feeds
+    # t * 1000 / T, so their imported checkpoints carry 1000 / T here (models/official.py).
+    timestep_scale: float = 1.0
 
     def __post_init__(self) -> None:
         downsamples = len(self.channel_mult) - 1
@@ -69,8 +73,11 @@ class UNetConfig:
                 )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.timestep_scale < float("inf"):
+            raise ValueError(f"model.timestep_scale must be positive, got {self.timestep_scale}")
 
     def replace(self, **changes) -> UNetConfig:
+        """A copy with `changes` applied, validated again by __post_init__."""
         return dataclasses.replace(self, **changes)
 
 
@@ -154,6 +161,8 @@ class UNet(nn.Module):
                 "class labels y must be given exactly when the model is class-conditional "
                 f"(num_classes={self.config.num_classes})"
             )
+        if self.config.timestep_scale != 1.0:  # skipped at 1.0, so our own models stay bit-identical
+            t = t.float() * self.config.timestep_scale
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
         if y is not None:
             emb = emb + self.label_emb(y)
@@ -246,4 +255,5 @@ def preset(name: str, **overrides) -> UNetConfig:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of scalars in all of `model`'s parameters, frozen ones included."""
     return sum(p.numel() for p in model.parameters())

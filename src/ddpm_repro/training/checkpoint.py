@@ -25,6 +25,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
+    """`directory`/ckpt_<step>.pt, the step zero-padded to 8 digits so names sort by step."""
     return Path(directory) / f"ckpt_{step:08d}.pt"
 
 

@@ -12,12 +12,15 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistContext:
+    """This process's place in the job: its rank of world_size processes and its device."""
+
     rank: int
     world_size: int
     device: torch.device
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, the one process that writes checkpoints, logs and prints."""
         return self.rank == 0
 
 
@@ -46,5 +49,6 @@ def setup_distributed(preference: str = "auto") -> DistContext:
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group if one was joined; a no-op when running alone."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

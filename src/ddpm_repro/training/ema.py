@@ -17,6 +17,7 @@ class EMA:
         }
 
     def rate_at(self, step: int) -> float:
+        """The decay used at `step`: min(rate, (1 + step) / (10 + step))."""
         return min(self.rate, (1.0 + step) / (10.0 + step))
 
     @torch.no_grad()
@@ -33,9 +34,11 @@ class EMA:
         torch._foreach_lerp_(float_shadows, floats, 1.0 - r)
 
     def state_dict(self) -> dict[str, Tensor]:
+        """The shadow weights themselves (float32, the model's state_dict keys); not a copy."""
         return self.shadow
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Replace the shadow with float32 copies of `state`; its keys must be the model's."""
         if set(state) != set(self.shadow):
             raise ValueError("EMA state does not match the model's parameters")
         self.shadow = {k: v.detach().clone().float() for k, v in state.items()}

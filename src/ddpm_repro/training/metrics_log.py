@@ -20,6 +20,7 @@ class CsvMetricsLog:
             self._write(kept)
 
     def rows(self) -> list[dict[str, str]]:
+        """Every row of the CSV as strings keyed by `FIELDS` ([] if there is no file yet)."""
         if not self.path.exists():
             return []
         with self.path.open(newline="") as f:
@@ -38,10 +39,11 @@ class CsvMetricsLog:
             writer.writerows(rows)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Append one row for `step` (6 significant digits; absent fields left empty) and flush."""
         row = {"step": step, **{k: f"{metrics[k]:.6g}" for k in FIELDS[1:] if k in metrics}}
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, FIELDS).writerow(row)
             f.flush()
 
     def on_checkpoint(self, step: int, path: Path) -> None:
-        pass
+        """Nothing to do: every row is flushed as it is written."""

@@ -48,19 +48,27 @@ class NonFiniteLossError(RuntimeError):
 class Callback(Protocol):
     """Receives training events on the main process (MLflow sits behind one in tracking.py)."""
 
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Means over the last train.log_every steps (loss, mse, vb, aux, grad_norm, lr, images_per_s)."""
+        ...
 
-    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        """A checkpoint for `step` was written to `path`."""
+        ...
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What `Trainer.run` ends with: the final step, its checkpoint and the last logged metrics
+    (empty when there was nothing left to train)."""
+
     step: int
     checkpoint: Path
     metrics: dict[str, float]
 
 
 def unet_config_from_dict(data: dict) -> UNetConfig:
+    """The `UNetConfig` a checkpoint's "unet" entry holds (lists back to tuples)."""
     return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
