@@ -97,6 +97,7 @@ class TrainConfig:
     ema_rate: float = 0.9999  # with warm-up min(rate, (1 + n) / (10 + n))
     class_drop_prob: float = 0.1  # label dropout for classifier-free guidance (class_cond only)
     bf16: bool = False
+    compile: bool = False  # torch.compile the network (in place: checkpoints are unchanged)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 50

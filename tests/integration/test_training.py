@@ -246,3 +246,21 @@ def test_a_killed_process_resumes_to_the_same_weights(tmp_path, digits_npz, poin
     b = load_checkpoint(tmp_path / "b" / "ckpt_00000024.pt")
     assert_identical({**a["model"], **{f"ema.{k}": v for k, v in a["ema"].items()}},
                      {**b["model"], **{f"ema.{k}": v for k, v in b["ema"].items()}})  # fmt: skip
+
+
+def test_training_with_torch_compile_matches_eager(tmp_path, digits_train):
+    # train.compile compiles the network in place (forward and backward through inductor);
+    # two steps end at the eager run's weights up to float rounding, and the checkpoint keys
+    # are the eager model's, so either can resume the other.
+    def train(compile_: bool, out):
+        config = tiny_config(model={"dropout": 0.0}, train={"steps": 2, "compile": compile_})
+        trainer = Trainer(config, digits_train, out, progress=False)
+        trainer.run()
+        return trainer
+
+    eager = train(False, tmp_path / "eager")
+    compiled = train(True, tmp_path / "compiled")
+    for k, v in eager.model.state_dict().items():
+        torch.testing.assert_close(compiled.model.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    saved = load_checkpoint(list_checkpoints(tmp_path / "compiled")[-1])
+    assert set(saved["model"]) == set(eager.model.state_dict())

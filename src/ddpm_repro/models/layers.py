@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -143,8 +144,10 @@ class AttentionBlock(nn.Module):
     """Multi-head self-attention over the H*W positions, with a residual connection.
 
     The 3C qkv channels are split into heads first and then into q, k, v within each head
-    (the Improved DDPM code's order, which its checkpoints rely on). Uses
-    `scaled_dot_product_attention`, so fused kernels apply where available.
+    (the Improved DDPM code's order, which its checkpoints rely on). q, k and v are made
+    contiguous [N, heads, L, C/heads] so that `scaled_dot_product_attention` can take its
+    fused kernels; on CPU under bf16 its math kernel is used, which measured faster there
+    (benchmarks/README.md).
     """
 
     def __init__(self, channels: int, num_heads: int = 1, norm_groups: int = 32) -> None:
@@ -160,9 +163,13 @@ class AttentionBlock(nn.Module):
         """x [N, C, H, W] -> x + attention output, [N, C, H, W]."""
         b, c, *spatial = x.shape
         flat = x.reshape(b, c, -1)
-        qkv = self.qkv(self.norm(flat))  # [B, 3C, L]
-        qkv = qkv.reshape(b, self.num_heads, 3 * c // self.num_heads, -1).transpose(-1, -2)
-        q, k, v = qkv.chunk(3, dim=-1)  # each [B, heads, L, C/heads]
-        h = F.scaled_dot_product_attention(q, k, v)
+        qkv = self.qkv(self.norm(flat))  # [B, 3C, L]: per head, its q, k and v channels
+        qkv = qkv.reshape(b, self.num_heads, 3, c // self.num_heads, qkv.shape[-1])
+        q, k, v = qkv.permute(2, 0, 1, 4, 3).contiguous().unbind(0)  # each [B, heads, L, C/heads]
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            with sdpa_kernel(SDPBackend.MATH):  # torch's CPU flash kernel is slower in bf16
+                h = F.scaled_dot_product_attention(q, k, v)
+        else:
+            h = F.scaled_dot_product_attention(q, k, v)
         h = h.transpose(-1, -2).reshape(b, c, -1)
         return (flat + self.proj_out(h)).reshape(b, c, *spatial)

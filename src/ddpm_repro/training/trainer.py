@@ -77,7 +77,9 @@ PROBE_IMAGES = 64
 
 # Train keys that a resumed run may change without changing what it computes: more steps
 # extend a run; logging, checkpointing and the device do not alter the result.
-RESUMABLE_TRAIN_KEYS = {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "device"}
+# Keys that change how a run is carried out, not what it computes (up to float rounding):
+# a checkpoint resumes across them.
+RESUMABLE_TRAIN_KEYS = {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "device", "compile"}
 
 
 class Trainer:
@@ -150,6 +152,8 @@ class Trainer:
         torch.manual_seed(derive_seed(tc.seed, _DROPOUT_STREAM, self.ctx.rank))  # dropout stream, per process
         self._perms: dict[int, Tensor] = {}
         self._resume()
+        if tc.compile:  # in place, so the state_dict keys (and checkpoints) stay the eager model's
+            self.model.compile()
         self.ddp = (
             DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
             if self.ctx.world_size > 1
