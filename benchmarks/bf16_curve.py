@@ -1,5 +1,6 @@
 """bf16 numerics on the digits preset: does the bf16 loss curve stay within the fp32 runs'
-seed-to-seed spread?
+seed-to-seed spread? (The gap between bf16 and fp32 runs of the same seed, against the gaps
+between fp32 runs of different seeds; and the share of logged steps inside the min-max band.)
 
 Trains the default profile's cosine-hybrid cell (params.yaml: the digits model, hybrid loss,
 learned variance) from the same data, in fp32 with several seeds and in bf16 autocast with the
@@ -81,6 +82,14 @@ def main() -> None:
     inside = [lo <= v <= hi for (_, v), lo, hi in zip(bf16, low, high, strict=True)]
     # the first logs fall fast and differ between seeds most; the settled part is the test
     settled = inside[len(inside) // 4 :]
+
+    # bf16 follows its own seed's fp32 run; compare that gap with the gaps between seeds
+    def mean_gap(a: list, b: list) -> float:
+        return sum(abs(x[1] - y[1]) for x, y in zip(a, b, strict=True)) / len(a)
+
+    runs = list(fp32.values())
+    seed_gap = [mean_gap(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]]
+    bf16_gap = mean_gap(bf16, fp32[0])
     result = {
         "cell": "cosine-hybrid (params.yaml, digits preset)",
         "steps": args.steps,
@@ -89,6 +98,8 @@ def main() -> None:
         "bf16_seed": 0,
         "share_inside_fp32_band": round(sum(inside) / len(inside), 3),
         "share_inside_after_first_quarter": round(sum(settled) / len(settled), 3),
+        "mean_abs_gap_bf16_vs_fp32_same_seed": round(bf16_gap, 5),
+        "mean_abs_gap_between_fp32_seeds": round(sum(seed_gap) / len(seed_gap), 5),
         "curves": {"fp32": {str(k): v for k, v in fp32.items()}, "bf16": bf16},
     }
     out = Path(args.out)
@@ -113,6 +124,8 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out / "bf16_curve.png")
     print(
+        f"mean |loss gap|: bf16 vs fp32 of the same seed {bf16_gap:.4f}, between fp32 seeds "
+        f"{result['mean_abs_gap_between_fp32_seeds']:.4f}; "
         f"bf16 inside the fp32 band at {result['share_inside_fp32_band']:.0%} of logged steps "
         f"({result['share_inside_after_first_quarter']:.0%} after the first quarter) "
         f"-> {out / 'bf16_curve.png'}"
