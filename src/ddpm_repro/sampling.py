@@ -185,6 +185,8 @@ class Pretrained:
     def sample(self, labels: np.ndarray | None = None, progress: bool = False, **sample_settings) -> Samples:
         """Draw images with the config's sample section, any of its keys replaced by
         `sample_settings` (num_samples, steps, method, eta, guidance_scale, seed, ...)."""
+        if "use_ema" in sample_settings:  # the weights were chosen when loading: never ignore it
+            raise ValueError("use_ema is chosen when loading: Pretrained.load(checkpoint, use_ema=...)")
         # through the config loader, so a bad key or value is named as in params.yaml
         sample = {**config_to_dict(self.config.sample), **sample_settings}
         settings = config_from_dict({"sample": sample}).sample
