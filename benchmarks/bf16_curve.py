@@ -23,23 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class LossLog:
-    """A training callback keeping (step, mean loss) at each log."""
-
-    def __init__(self) -> None:
-        self.points: list[tuple[int, float]] = []
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.points.append((step, metrics["loss"]))
-
-    def on_checkpoint(self, step, path) -> None:
-        """Checkpoints are not needed here."""
-
-
 def train_curve(seed: int, bf16: bool, steps: int, log_every: int, data) -> list[tuple[int, float]]:
     """The loss curve of one run of the default cosine-hybrid cell."""
     from ddpm_repro.config import load_config
     from ddpm_repro.training import Trainer
+    from ddpm_repro.training.metrics_log import CsvMetricsLog
 
     overrides = [
         f"train.seed={seed}",
@@ -50,10 +38,10 @@ def train_curve(seed: int, bf16: bool, steps: int, log_every: int, data) -> list
         "train.device=cpu",
     ]
     config = load_config(ROOT / "params.yaml", overrides, cell="cosine-hybrid")
-    log = LossLog()
     with tempfile.TemporaryDirectory() as out:
+        log = CsvMetricsLog(Path(out) / "metrics.csv", resume_step=0)
         Trainer(config, data, out, callbacks=(log,), progress=False).run()
-    return log.points
+        return [(int(row["step"]), float(row["loss"])) for row in log.rows()]
 
 
 def main() -> None:

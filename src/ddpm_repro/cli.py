@@ -204,14 +204,13 @@ def _sample(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """NLL in bits/dim of a checkpoint on the test split (full bound); with --samples, their
     quality against the reference stage's statistics and the sampling-step curve; as JSON."""
-    from .config import build_diffusion
     from .data import load_arrays
     from .evaluation import evaluate_nll
     from .evaluation.reference import Reference
     from .evaluation.step_curve import step_curve
     from .io import write_json
+    from .sampling import Pretrained
     from .tracking import Tracker
-    from .training import model_from_checkpoint
     from .training.distributed import pick_device
 
     path, ckpt, config = _load_cell(args)
@@ -221,8 +220,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     reference = Reference(args.reference) if args.samples else None  # missing files fail before work
     device = pick_device(args.device)
     e = config.evaluate
-    model = model_from_checkpoint(ckpt, use_ema=e.use_ema, device=device)
-    diffusion = build_diffusion(config.diffusion)
+    pretrained = Pretrained.from_payload(path, ckpt, device, config, use_ema=e.use_ema)
+    model, diffusion = pretrained.model, pretrained.diffusion
     start = time.perf_counter()
     metrics = evaluate_nll(
         model,
