@@ -27,6 +27,8 @@ ENV MLFLOW_DISABLE_TELEMETRY=true \
 
 # git: DVC and the MLflow tags read the mounted repository. The working tree is mounted from
 # the host and owned by a host uid, which git would refuse as "dubious ownership".
+# No make, on purpose: the Makefile's targets build a .venv and install torch into it, which
+# fails under PIP_CONSTRAINT below; here `ddpm-repro repro` is `make run` (docs/docker.md).
 # DL3008 (apt versions unpinned): the base image's Ubuntu release fixes them; an exact Ubuntu
 # version leaves the archive at its next security update and would break every later build.
 # hadolint ignore=DL3008

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine that has one GPU, torch and numpy, and nothing else (no dvc,
 # mlflow, pytorch-fid, no network). Runs from a checkout with PYTHONPATH=src, in under 5 min
-# (the section limits add up to 285 s):
+# (the section limits add up to 435 s):
 #
 #   preflight  torch version, GPU name, CUDA usable
 #   imports    importing ddpm_repro's core (diffusion, models, training, config) needs only
@@ -9,6 +9,11 @@
 #   bf16       bf16 autocast: network output, training_losses and Trainer.train_step finite
 #              and close to fp32
 #   ddp        torch.distributed with world size 1, backend nccl: DDP Trainer.train_steps
+#   stages     `ddpm-repro train`, `sample` and `nll` of a smoke cell through the stages' own
+#              launcher (train.nproc): 1 worker, and 2 where the machine has 2 devices (on
+#              the CPU dry run: 2 gloo workers); the 2-worker samples and NLL must equal the
+#              1-worker ones; `evaluate` too where pytorch-fid is installed. Without dvc or
+#              mlflow (tracking off): the CLI's own code path.
 #   bench      bench.py on the GPU: matmul peaks, train/sample/NLL throughput, FLOP
 #              utilisation (bf16 included), peak memory (peer too where it is importable
 #              and GPU_CHECK_PEER=1)
@@ -82,6 +87,65 @@ fi
 section imports 30 "$PY" benchmarks/gpu_check.py imports --device "$DEVICE" --out "$OUT_DIR"
 section bf16 60 "$PY" benchmarks/gpu_check.py bf16 --device "$DEVICE" --out "$OUT_DIR" ${QUICK[@]+"${QUICK[@]}"}
 section ddp 45 "$PY" benchmarks/gpu_check.py ddp --device "$DEVICE" --out "$OUT_DIR" ${QUICK[@]+"${QUICK[@]}"}
+section stages 150 "$PY" - "$DEVICE" "$OUT_DIR" <<'PY'
+"""train / sample / nll (and evaluate where pytorch-fid is importable) of one smoke cell, each
+stage started as `python -m ddpm_repro.cli <stage>` with train.nproc workers, as dvc.yaml runs it."""
+import importlib.util, json, os, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+from ddpm_repro.data.arrays import ImageArrays, save_arrays
+
+device, out = sys.argv[1], Path(sys.argv[2])
+work = out / "gpu_check_stages"
+work.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(0)  # digits-like data, so no sklearn is needed: 17 grey levels
+for name, n in (("train", 512), ("test", 64)):
+    images = (rng.integers(0, 17, (n, 8, 8, 1)) * 255 // 16).astype(np.uint8)
+    save_arrays(work / f"{name}.npz", ImageArrays(images, rng.integers(0, 10, n)))
+gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+workers = [1, 2] if device == "cpu" or gpus >= 2 else [1]
+has_fid = importlib.util.find_spec("pytorch_fid") is not None
+env = {**os.environ, "DDPM_REPRO_TRACKING": "0", "DDPM_REPRO_LOG_INTERVAL": "10"}
+common = ["--params", "pipelines/smoke/params.yaml", "--no-progress"]
+dev = "cuda" if device.startswith("cuda") else "cpu"
+rows, failed = [], False
+for nproc in workers:
+    d = work / f"nproc{nproc}"
+    n = ["--set", f"train.nproc={nproc}"]
+    ckpt = ["--checkpoint", str(d / "ckpt")]
+    stages = [
+        ("train", ["--cell", "cosine-hybrid", "--data", str(work / "train.npz"), "--checkpoint-dir",
+                   str(d / "ckpt"), "--set", "train.steps=200", "--set", f"train.device={dev}",
+                   "--set", "train.batch_size=64", "--restart-on-change"]),
+        ("sample", [*ckpt, "--device", dev, "--out", str(d / "samples.npz"),
+                    "--set", "sample.num_samples=256", "--set", "sample.batch_size=64", "--set", "sample.steps="]),
+        ("nll", [*ckpt, "--device", dev, "--data", str(work / "test.npz"), "--out", str(d / "nll.json"),
+                 "--set", "evaluate.nll_images=64"]),
+    ]
+    if has_fid:
+        stages += [("reference", ["--data", str(work), "--out", str(d / "ref"), "--metrics", str(d / "ref.json"),
+                                  "--set", "reference.epochs=1"]),
+                   ("evaluate", [*ckpt, "--device", dev, "--samples", str(d / "samples.npz"),
+                                 "--reference", str(d / "ref"), "--out", str(d / "eval.json")])]
+    for stage, args in stages:
+        start = time.perf_counter()
+        rc = subprocess.run([sys.executable, "-m", "ddpm_repro.cli", stage, *common, *n, *args], env=env).returncode
+        seconds = time.perf_counter() - start
+        rows.append({"nproc": nproc, "stage": stage, "rc": rc, "seconds": round(seconds, 1)})
+        print(f"[stages] nproc {nproc} {stage}: rc {rc}, {seconds:.1f} s (process start included)", flush=True)
+        failed |= rc != 0
+if not has_fid:
+    print("[stages] evaluate not run: pytorch-fid is not installed here (reference.py imports it)")
+if len(workers) == 2 and not failed:
+    a, b = (np.load(work / f"nproc{k}" / "samples.npz")["images"] for k in workers)
+    x, y = (json.loads((work / f"nproc{k}" / "nll.json").read_text())["nll_per_image"] for k in workers)
+    rel = float(np.max(np.abs(np.subtract(x, y)) / np.abs(x)))
+    print(f"[stages] 1 vs 2 workers: uint8 samples identical {bool(np.array_equal(a, b))} "
+          f"(the 2-worker run trained its own weights: float sums in another order), NLL max rel diff {rel:.2e}")
+(out / "gpu_check_stages.json").write_text(json.dumps({"device": device, "rows": rows}, indent=2) + "\n")
+sys.exit(1 if failed else 0)
+PY
 # Whatever it measured before a timeout is already in $OUT_DIR (saved after every figure).
 section bench 120 "$PY" benchmarks/bench.py --device "$DEVICE" --out "$OUT_DIR" ${PEER_FLAG[@]+"${PEER_FLAG[@]}"} ${QUICK[@]+"${QUICK[@]}"}
 

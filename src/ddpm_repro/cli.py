@@ -88,16 +88,20 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Train one cell, resuming from the newest checkpoint in --checkpoint-dir."""
+    """Train one cell, resuming from the newest checkpoint in --checkpoint-dir; with
+    train.nproc > 1, as that many worker processes that this command starts."""
     from .config import load_config
     from .data import load_arrays
     from .io import write_json, write_text
+    from .launch import launch, workers_to_start
     from .training import Trainer
     from .training.distributed import cleanup_distributed
     from .training.metrics_log import CsvMetricsLog
 
     config = load_config(args.params, args.set, args.cell)  # every key checked before any work
     data = load_arrays(args.data)
+    if nproc := workers_to_start(config.train.nproc, config.train.device):
+        return launch(nproc, args.argv)
     start = time.perf_counter()
     try:
         trainer = Trainer(
@@ -119,6 +123,7 @@ def _train(args: argparse.Namespace) -> int:
             run_id = tracker.start_cell_run(resume_id)
             if run_id:
                 write_text(run_file, run_id)
+            tracker.monitor_system()
             callbacks = [log, tracker]
         trainer.callbacks = tuple(callbacks)
         try:
@@ -161,8 +166,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load_cell(args: argparse.Namespace):
-    """(checkpoint path, checkpoint, config) for sample/evaluate: the checkpoint's own config,
-    with --params' sample/evaluate/tracking sections and --set applied."""
+    """(checkpoint path, checkpoint, config) for sample/nll/evaluate: the checkpoint's own
+    config, with --params' sample/evaluate/tracking sections and train.nproc, then --set."""
     from .config import apply_overrides, config_from_dict, read_params
     from .training import load_checkpoint
     from .training.checkpoint import resolve_checkpoint
@@ -175,23 +180,51 @@ def _load_cell(args: argparse.Namespace):
         for section in ("profile", "sample", "evaluate", "tracking"):
             if section in loaded:
                 base[section] = loaded[section]
+        if "nproc" in (loaded.get("train") or {}):  # how many workers, not what they compute
+            base["train"] = {**base["train"], "nproc": loaded["train"]["nproc"]}
     return path, ckpt, config_from_dict(apply_overrides(base, args.set))
 
 
+def _job_settings(path: Path, ckpt: dict, **settings) -> dict:
+    """What identifies a chunked job's results: the checkpoint file (path, size, time
+    written: a retrained checkpoint of the same step is another file) and its settings."""
+    from .config import config_to_dict
+
+    stat = path.stat()
+    checkpoint = {"path": str(path.resolve()), "step": int(ckpt["step"]), "size": stat.st_size}
+    checkpoint["mtime_ns"] = stat.st_mtime_ns
+    return {"checkpoint": checkpoint, **{k: config_to_dict(v) for k, v in settings.items()}}
+
+
 def _sample(args: argparse.Namespace) -> int:
-    """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid."""
+    """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid; in
+    resumable chunks, across train.nproc workers."""
+    from .launch import launch, workers_to_start
     from .sampling import Pretrained, save_grid, save_samples
+    from .sharding import ChunkedJob, partial_dir
     from .tracking import Tracker
-    from .training.distributed import pick_device
+    from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
-    pretrained = Pretrained.from_payload(path, ckpt, pick_device(args.device), config)
-    start = time.perf_counter()
-    samples = pretrained.sample(progress=not args.no_progress)
-    seconds = time.perf_counter() - start
-    save_samples(args.out, samples)
-    if args.grid:
-        save_grid(args.grid, samples.images[: args.grid_size])
+    if nproc := workers_to_start(config.train.nproc, args.device):
+        return launch(nproc, args.argv)
+    try:
+        ctx = setup_distributed(args.device)
+        pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config)
+        start = time.perf_counter()
+        settings = _job_settings(path, ckpt, sample=config.sample)
+        job = ChunkedJob(partial_dir(args.out), settings, ctx, f"sample {config.cell}", not args.no_progress)
+        samples = pretrained.sample(run_chunks=job.run)
+        seconds = time.perf_counter() - start
+        if ctx.is_main:
+            save_samples(args.out, samples)
+            if args.grid:
+                save_grid(args.grid, samples.images[: args.grid_size])
+        job.finish()
+    finally:
+        cleanup_distributed()
+    if not ctx.is_main:
+        return 0
     tracker = Tracker(config, "sample")
     tracker.find_cell_run()
     tracker.log_metrics({"num_samples": len(samples.images), "seconds": seconds}, prefix="sample/")
@@ -201,65 +234,128 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    """NLL in bits/dim of a checkpoint on the test split (full bound); with --samples, their
-    quality against the reference stage's statistics and the sampling-step curve; as JSON."""
+def _nll(args: argparse.Namespace) -> int:
+    """NLL in bits/dim of a checkpoint on the test split (the full bound), as JSON; in
+    resumable chunks of test images, across train.nproc workers."""
     from .data import load_arrays
     from .evaluation import evaluate_nll
-    from .evaluation.reference import Reference
-    from .evaluation.step_curve import step_curve
     from .io import write_json
+    from .launch import launch, workers_to_start
     from .sampling import Pretrained
+    from .sharding import ChunkedJob, partial_dir
     from .tracking import Tracker
-    from .training.distributed import pick_device
+    from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
     test = load_arrays(args.data)
-    if args.samples and args.reference is None:
-        raise ValueError("--samples needs --reference (the folder the reference stage wrote)")
-    reference = Reference(args.reference) if args.samples else None  # missing files fail before work
-    device = pick_device(args.device)
+    if nproc := workers_to_start(config.train.nproc, args.device):
+        return launch(nproc, args.argv)
     e = config.evaluate
-    pretrained = Pretrained.from_payload(path, ckpt, device, config, use_ema=e.use_ema)
-    model, diffusion = pretrained.model, pretrained.diffusion
-    start = time.perf_counter()
-    metrics = evaluate_nll(
-        model,
-        diffusion,
-        test,
-        e.nll_images,
-        e.nll_batch,
-        clip_denoised=e.clip_denoised,
-        seed=e.seed,
-        device=device,
-        progress=not args.no_progress,
+    try:
+        ctx = setup_distributed(args.device)
+        pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
+        start = time.perf_counter()
+        keys = ("nll_images", "nll_batch", "nll_chunk", "clip_denoised", "use_ema", "seed")
+        nll_settings = {k: getattr(e, k) for k in keys}
+        data = {"path": str(Path(args.data).resolve()), "size": Path(args.data).stat().st_size}
+        settings = _job_settings(path, ckpt, nll=nll_settings, data=data)
+        job = ChunkedJob(partial_dir(args.out), settings, ctx, f"nll {config.cell}", not args.no_progress)
+        metrics = evaluate_nll(
+            pretrained.model,
+            pretrained.diffusion,
+            test,
+            e.nll_images,
+            e.nll_batch,
+            chunk_images=e.nll_chunk,
+            clip_denoised=e.clip_denoised,
+            seed=e.seed,
+            device=ctx.device,
+            run_chunks=job.run,
+        )
+        if ctx.is_main:
+            metrics.update(
+                cell=config.cell,
+                checkpoint_step=int(ckpt["step"]),
+                nll_seconds=round(time.perf_counter() - start, 1),
+            )
+            write_json(args.out, metrics)
+        job.finish()
+    finally:
+        cleanup_distributed()
+    if not ctx.is_main:
+        return 0
+    tracker = Tracker(config, "nll")
+    tracker.find_cell_run()
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
+    print(
+        f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
+        f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms) -> {args.out}"
     )
-    if reference is not None:
-        samples = load_arrays(args.samples)
-        metrics.update(reference.classifier_quality(samples))
-        metrics.update(reference.inception_fid(samples))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """The samples' quality against the reference stage's statistics, and the sampling-step
+    curve (its samples in resumable chunks across train.nproc workers), as JSON."""
+    from .data import load_arrays
+    from .evaluation.reference import Reference
+    from .evaluation.step_curve import step_curve
+    from .io import write_json
+    from .launch import launch, workers_to_start
+    from .sampling import Pretrained
+    from .sharding import ChunkedJob, partial_dir
+    from .tracking import Tracker
+    from .training.distributed import cleanup_distributed, setup_distributed
+
+    path, ckpt, config = _load_cell(args)
+    e = config.evaluate
+    reference = Reference(args.reference, fid=e.fid)  # missing files fail before any work
+    samples = load_arrays(args.samples)
+    if nproc := workers_to_start(config.train.nproc, args.device):
+        return launch(nproc, args.argv)
+    try:
+        ctx = setup_distributed(args.device)
+        reference.device = ctx.device
+        start = time.perf_counter()
+        metrics: dict = {}
+        if ctx.is_main:
+            metrics.update(reference.classifier_quality(samples))
+            metrics.update(reference.inception_fid(samples))
         if e.curve_points:
-            unet = model.config
+            pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
+            curve_sample = dataclasses.replace(config.sample, clip_denoised=e.clip_denoised, seed=e.seed)
+            settings = _job_settings(
+                path, ckpt, sample=curve_sample, curve=e.curve, curve_samples=e.curve_samples
+            )
+            job = ChunkedJob(partial_dir(args.out), settings, ctx, progress=not args.no_progress)
+            unet = pretrained.model.config
             metrics["step_curve"] = step_curve(
-                model,
-                diffusion,
-                dataclasses.replace(config.sample, clip_denoised=e.clip_denoised, seed=e.seed),
+                pretrained.model,
+                pretrained.diffusion,
+                curve_sample,
                 reference,
-                (unet.in_channels, unet.image_size, unet.image_size),
+                pretrained.image_shape,
                 e.curve_points,
                 e.curve_samples,
                 num_classes=unet.num_classes,
-                device=device,
-                progress=not args.no_progress,
+                device=ctx.device,
+                point_chunks=lambda name: job.sub(name, f"step curve {config.cell} {name}").run,
             )
-    metrics.update(
-        cell=config.cell,
-        checkpoint_step=int(ckpt["step"]),
-        eval_seconds=round(time.perf_counter() - start, 1),
-    )
-    if config.model.class_cond:
-        metrics["guidance_scale"] = config.sample.guidance_scale
-    write_json(args.out, metrics)
+        if ctx.is_main:
+            metrics.update(
+                cell=config.cell,
+                checkpoint_step=int(ckpt["step"]),
+                eval_seconds=round(time.perf_counter() - start, 1),
+            )
+            if config.model.class_cond:
+                metrics["guidance_scale"] = config.sample.guidance_scale
+            write_json(args.out, metrics)
+        if e.curve_points:
+            job.finish()
+    finally:
+        cleanup_distributed()
+    if not ctx.is_main:
+        return 0
     tracker = Tracker(config, "evaluate")
     tracker.find_cell_run()
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
@@ -267,11 +363,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         tracker.log_metrics(
             {f"fd_{point['method']}": point["fd_classifier"]}, step=point["steps"], prefix="curve/"
         )
-    fd = f", FD {metrics['fd_classifier']:.3f}" if "fd_classifier" in metrics else ""
-    print(
-        f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
-        f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms){fd} -> {args.out}"
-    )
+    fid = metrics.get("fid_inception")
+    fid_text = f", FID {fid:.2f}" if fid is not None else f", FID not computed ({metrics.get('fid_note')})"
+    print(f"{config.cell}: FD {metrics['fd_classifier']:.3f}{fid_text} -> {args.out}")
     return 0
 
 
@@ -284,7 +378,8 @@ def _reference(args: argparse.Namespace) -> int:
     from .io import write_json
     from .training.distributed import pick_device
 
-    cfg = load_config(args.params, args.set).reference
+    config = load_config(args.params, args.set)
+    cfg = config.reference
     train = load_arrays(Path(args.data) / "train.npz")
     test = load_arrays(Path(args.data) / "test.npz")
     metrics = build_reference(
@@ -296,7 +391,7 @@ def _reference(args: argparse.Namespace) -> int:
         cfg.lr,
         cfg.seed,
         cfg.feature_dim,
-        inception=cfg.inception,
+        fid=config.evaluate.fid,
         inception_download=cfg.inception_download,
         device=pick_device(args.device),
         progress=not args.no_progress,
@@ -372,14 +467,40 @@ def _regression(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    """Check the profile against this machine (one line per missing piece, with its fix) and
+    print its projected cost; exit status 2 when something is missing."""
+    from .config import load_config
+
+    config = load_config(args.params, args.set)
+    return _run_preflight(config, args.tflops, args.gpus)
+
+
+def _run_preflight(config, tflops: float | None = None, gpus: int = 1) -> int:
+    from .preflight import check, projected_cost
+
+    print(projected_cost(config, tflops=tflops, gpus=gpus).format())
+    problems = check(config)
+    for problem in problems:
+        print(f"preflight: {problem}", file=sys.stderr)
+    if problems:
+        print(f"preflight: {len(problems)} problem(s); nothing was run", file=sys.stderr)
+        return 2
+    print(f"preflight: profile {config.profile} has what it needs on this machine")
+    return 0
+
+
 def _repro(args: argparse.Namespace) -> int:
-    """`dvc repro` inside one MLflow parent run that groups the cells it (re)runs."""
+    """`dvc repro` inside one MLflow parent run that groups the cells it (re)runs, after
+    `preflight` found nothing missing."""
     import subprocess
 
     from .config import load_config
     from .tracking import PipelineRun
 
     config = load_config(args.params)
+    if rc := _run_preflight(config):
+        return rc
     with PipelineRun(config) as parent:
         rc = subprocess.run(["dvc", "repro", *args.dvc_args]).returncode
         if rc != 0:
@@ -450,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--restart-on-change",
         action="store_true",
-        help="start over if the checkpoints were trained with other settings (default: error)",
+        help="if the checkpoints were trained with other settings, move them aside to "
+        "<checkpoint-dir>.replaced-<n>/ and start over (default: error)",
     )
     train.set_defaults(func=_train)
 
@@ -471,20 +593,30 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--grid-size", type=int, default=100, help="images in the grid")
     sample.set_defaults(func=_sample)
 
+    nll = commands.add_parser(
+        "nll",
+        help="NLL in bits/dim of a checkpoint on a test split (the full bound)",
+        description="The full variational bound (all T terms plus the prior) on the first "
+        "evaluate.nll_images test images, from the EMA weights, in chunks of evaluate.nll_chunk "
+        "images that train.nproc workers share; a killed run resumes from its finished chunks.",
+    )
+    add_checkpoint(nll)
+    nll.add_argument("--data", required=True, help="test split .npz")
+    nll.add_argument("--out", required=True, help="output metrics JSON")
+    nll.set_defaults(func=_nll)
+
     evaluate = commands.add_parser(
         "evaluate",
-        help="NLL in bits/dim of a checkpoint on a test split; sample quality; step curve",
-        description="The full variational bound (all T terms plus the prior) on the first "
-        "evaluate.nll_images test images, from the EMA weights. With --samples: their FD and IS in "
-        "the reference classifier's features, FID when the reference has Inception statistics, "
-        "per-class accuracy for a class-conditional model, and the FD at each point of evaluate.curve "
-        "(Improved DDPM Fig. 8).",
+        help="sample quality against the reference statistics; the sampling-step curve",
+        description="The samples' FD and IS in the reference classifier's features, FID when "
+        "evaluate.fid allows and the reference has Inception statistics, per-class accuracy for a "
+        "class-conditional model, and the FD at each point of evaluate.curve (Improved DDPM Fig. 8), "
+        "whose samples are drawn in resumable chunks that train.nproc workers share.",
     )
     add_checkpoint(evaluate)
-    evaluate.add_argument("--data", required=True, help="test split .npz")
+    evaluate.add_argument("--samples", required=True, help="samples .npz written by `ddpm-repro sample`")
+    evaluate.add_argument("--reference", required=True, help="folder written by the reference stage")
     evaluate.add_argument("--out", required=True, help="output metrics JSON")
-    evaluate.add_argument("--samples", help="samples .npz: adds their quality against --reference")
-    evaluate.add_argument("--reference", help="folder written by the reference stage")
     evaluate.set_defaults(func=_evaluate)
 
     reference = commands.add_parser(
@@ -544,6 +676,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", default="reports/reference.json", help="the reference stage's metrics")
     report.set_defaults(func=_report)
 
+    preflight = commands.add_parser(
+        "preflight",
+        help="check the profile against this machine and print its projected cost",
+        description="Names each missing piece with its fix, one line each: a CUDA device the profile "
+        "asks for, the dataset (on disk or downloadable), Inception weights when evaluate.fid is "
+        "required. Then the profile's FLOPs per stage, computed from the UNet's counted FLOPs, and "
+        "the hours they take at --tflops per GPU. `ddpm-repro repro` runs it first.",
+    )
+    add_params(preflight)
+    preflight.add_argument(
+        "--tflops", type=float, help="dense TFLOP/s per GPU for the hours (default: hours not computed)"
+    )
+    preflight.add_argument("--gpus", type=int, default=1, help="GPUs sharing the work (default 1)")
+    preflight.set_defaults(func=_preflight)
+
     repro = commands.add_parser(
         "repro",
         help="run `dvc repro` inside one MLflow parent run",
@@ -559,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status: 0 ok, 1 non-finite loss or failed write, 2 bad
     config or missing file, 130 interrupted. Errors print as one line naming the command."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launched worker reruns
     from .training.trainer import NonFiniteLossError
 
     try:

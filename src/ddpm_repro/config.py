@@ -100,6 +100,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (in place: checkpoints are unchanged)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # Worker processes that train, sample and evaluate start themselves (one per device):
+    # "auto" is every visible CUDA device, or 1 on CPU; a number asks for that many.
+    nproc: str = "auto"
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -122,6 +125,8 @@ class TrainConfig:
             raise ConfigError(f"train.class_drop_prob must be in [0, 1), got {self.class_drop_prob}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.nproc != "auto" and not (self.nproc.isdigit() and int(self.nproc) > 0):
+            raise ConfigError(f"train.nproc must be auto or a positive integer, got {self.nproc!r}")
 
 
 class SampleMethod(enum.Enum):
@@ -218,12 +223,16 @@ class GridConfig:
         return [f"{s}-{loss}" for s in self.schedules for loss in self.losses]
 
 
+FID_MODES = ("never", "if-available", "required")
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Evaluation sizes: the NLL uses the first `nll_images` test images, all T terms."""
 
     nll_images: int = 64
     nll_batch: int = 1024  # examples per model call (images x timesteps)
+    nll_chunk: int = 16  # test images per resumable chunk (each with its own noise seed)
     clip_denoised: bool = True
     use_ema: bool = True
     seed: int = 0
@@ -231,9 +240,14 @@ class EvaluateConfig:
     # number of steps (T: the full chain), e.g. {ancestral: [10, 100, 1000], ddim: [10, 100]}
     curve: dict[str, tuple[int, ...]] = field(default_factory=dict)
     curve_samples: int = 64
+    # FID with pytorch-fid's Inception network: "never"; "if-available" (computed when the
+    # weights are in torch.hub's cache, else "not computed"); "required" (fail up front).
+    fid: str = "if-available"
 
     def __post_init__(self) -> None:
-        _positive(self, "evaluate", "nll_images", "nll_batch", "curve_samples")
+        _positive(self, "evaluate", "nll_images", "nll_batch", "nll_chunk", "curve_samples")
+        if self.fid not in FID_MODES:
+            raise ConfigError(f"evaluate.fid: unknown {self.fid!r}; valid: {', '.join(FID_MODES)}")
         methods = [m.value for m in SampleMethod]
         for method, steps in self.curve.items():
             if method not in methods:
@@ -256,8 +270,7 @@ class ReferenceConfig:
     lr: float = 0.001
     feature_dim: int = 64
     seed: int = 0
-    inception: bool = True  # FID statistics when pytorch-fid's weights are in torch.hub's cache
-    inception_download: bool = False  # let pytorch-fid download them (online machines)
+    inception_download: bool = False  # let pytorch-fid fetch its weights (online machines)
 
     def __post_init__(self) -> None:
         _positive(self, "reference", "epochs", "batch_size", "lr", "feature_dim")

@@ -3,7 +3,7 @@
 The pins file (pipelines/smoke/pins.json) holds, per metric, a tolerance and where it came
 from, and per cell the pinned values. Pinned metrics depend on the weights alone, never on
 timing or on the last minibatch: `probe_loss` (the objective on a fixed batch, fixed t and
-noise, train.json), `nll_bpd` (fixed test images and noise) and `fd_classifier` (fixed
+noise, train.json), `nll_bpd` (fixed test images and noise, nll.json) and `fd_classifier` (fixed
 sampling seed, eval.json). A value passes when |got - pinned| <= abs + rel * |pinned|.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .io import write_json
 
-PINNED = {"probe_loss": "train.json", "nll_bpd": "eval.json", "fd_classifier": "eval.json"}
+PINNED = {"probe_loss": "train.json", "nll_bpd": "nll.json", "fd_classifier": "eval.json"}
 
 
 @dataclass(frozen=True)

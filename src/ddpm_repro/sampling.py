@@ -1,8 +1,9 @@
 """Generation: ancestral, respaced and DDIM sampling, with classifier-free guidance, to
 uint8 arrays [N, H, W, C] in an .npz (with labels) and a PNG grid.
 
-Batches are drawn one at a time (memory stays flat in the number of samples); batch k uses
-a generator seeded by (seed, k), so a run is reproducible for a given batch size.
+Chunks of sample.batch_size images are drawn one at a time (memory stays flat in the number
+of samples); chunk k uses a generator seeded by (seed, k), so the images are reproducible for
+a given batch size, whatever the number of worker processes (sharding.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from .config import Config, SampleConfig, SampleMethod, build_diffusion, config_
 from .data.arrays import ImageArrays, save_arrays, to_uint8
 from .diffusion import GaussianDiffusion, respaced
 from .io import atomic_write
+from .progress import Progress
 from .seeding import derive_seed
+from .sharding import RunChunks, run_in_process
 
 _SAMPLE_STREAM = 7
 
@@ -74,8 +77,13 @@ def generate(
     labels: np.ndarray | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> Samples:
-    """Draw config.num_samples images.
+    run_chunks: RunChunks | None = None,
+) -> Samples | None:
+    """Draw config.num_samples images, in chunks of config.batch_size.
+
+    Chunk k holds images k·batch_size onwards and draws all its noise from a generator
+    seeded by (seed, k): the images depend on their index alone, not on how the chunks are
+    split between processes or on a resumed run.
 
     Args:
         model: model(x_t, t[, y]) as trained (use EMA weights for the papers' numbers).
@@ -83,6 +91,8 @@ def generate(
         image_shape: (C, H, W).
         num_classes: for a class-conditional model; labels default to 0, 1, ..., K-1, 0, ...
         labels: explicit labels [num_samples] for a class-conditional model.
+        run_chunks: how the chunks run (sharding.ChunkedJob.run: across workers, resumable);
+            default: all here. A worker that is not rank 0 gets None back.
     """
     process = respaced(diffusion, config.steps) if config.steps else diffusion
     n = config.num_samples
@@ -95,19 +105,19 @@ def generate(
         raise ValueError("labels given for a model that is not class-conditional")
     loop = process.ddim_sample_loop if config.method is SampleMethod.DDIM else process.p_sample_loop
     extra = {"eta": config.eta} if config.method is SampleMethod.DDIM else {}
-    batches = range(0, n, config.batch_size)
+    label_array = np.asarray(labels if num_classes else np.full(n, -1), dtype=np.int64)
+    num_chunks = math.ceil(n / config.batch_size)
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    if progress and run_chunks is None:
+        bar = Progress(f"sample ({process.num_timesteps} steps)", n, "img")
 
-        bar = tqdm(total=n, desc=f"sample ({process.num_timesteps} steps)", unit="img")
-    out = []
-    for k, start in enumerate(batches):
+    def chunk(k: int) -> dict[str, np.ndarray]:
+        start = k * config.batch_size
         size = min(config.batch_size, n - start)
         g = torch.Generator(device=device).manual_seed(derive_seed(config.seed, _SAMPLE_STREAM, k))
         kwargs = None
         if num_classes:
-            kwargs = {"y": torch.as_tensor(labels[start : start + size], device=device)}
+            kwargs = {"y": torch.as_tensor(label_array[start : start + size], device=device)}
         x = loop(
             model,
             (size, *image_shape),
@@ -117,13 +127,16 @@ def generate(
             generator=g,
             **extra,
         )
-        out.append(to_uint8(x))
         if bar is not None:
             bar.update(size)
+        return {"images": to_uint8(x)}
+
+    parts = (run_chunks or run_in_process)(num_chunks, chunk)
     if bar is not None:
         bar.close()
-    images = np.concatenate(out)
-    return Samples(images, np.asarray(labels if num_classes else np.full(n, -1), dtype=np.int64))
+    if parts is None:
+        return None
+    return Samples(np.concatenate([p["images"] for p in parts]), label_array)
 
 
 @dataclass
@@ -182,9 +195,16 @@ class Pretrained:
         unet = self.model.config
         return unet.in_channels, unet.image_size, unet.image_size
 
-    def sample(self, labels: np.ndarray | None = None, progress: bool = False, **sample_settings) -> Samples:
+    def sample(
+        self,
+        labels: np.ndarray | None = None,
+        progress: bool = False,
+        run_chunks: RunChunks | None = None,
+        **sample_settings,
+    ) -> Samples | None:
         """Draw images with the config's sample section, any of its keys replaced by
-        `sample_settings` (num_samples, steps, method, eta, guidance_scale, seed, ...)."""
+        `sample_settings` (num_samples, steps, method, eta, guidance_scale, seed, ...);
+        `run_chunks` as in `generate` (None back on a worker that is not rank 0)."""
         if "use_ema" in sample_settings:  # the weights were chosen when loading: never ignore it
             raise ValueError("use_ema is chosen when loading: Pretrained.load(checkpoint, use_ema=...)")
         # through the config loader, so a bad key or value is named as in params.yaml
@@ -199,6 +219,7 @@ class Pretrained:
             labels=labels,
             device=next(self.model.parameters()).device,
             progress=progress,
+            run_chunks=run_chunks,
         )
 
 

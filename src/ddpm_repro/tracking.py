@@ -15,6 +15,7 @@ DDPM_REPRO_TRACKING=0 (or tracking.enabled: false) turns tracking off.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -96,6 +97,7 @@ class Tracker:
         self.enabled = config.tracking.enabled and os.environ.get("DDPM_REPRO_TRACKING", "1") != "0"
         self.run_id: str | None = None
         self._client = None
+        self._monitor = None
         if not self.enabled:
             return
         # Bounded requests and no retries, set before mlflow reads them; telemetry off.
@@ -226,8 +228,29 @@ class Tracker:
                 "log_artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path)
             )
 
+    def monitor_system(self, interval_s: float = 10.0) -> None:
+        """Log MLflow's system metrics to the run every `interval_s` seconds until `end`:
+        CPU and memory (psutil), GPU utilisation and memory where NVML can read them
+        (nvidia-ml-py; MLflow skips the GPU when there is none), as "system/<name>"."""
+
+        def start() -> None:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            # quiet: MLflow's INFO lines about the monitor would interleave with the status lines
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+            self._monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=tracking_uri()
+            )
+            self._monitor.start()
+
+        if self.run_id is not None:
+            self._call("monitor_system", start)
+
     def end(self, status: str = "FINISHED") -> None:
         """Close the run with `status` (an MLflow run status: FINISHED, FAILED, KILLED)."""
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            self._call("end system metrics", monitor.finish)
         if self.run_id is not None:
             self._call("end", lambda: self._client.set_terminated(self.run_id, status))
 

@@ -6,8 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from ddpm_repro.data import load_arrays
+
+from .conftest import REPO
 
 
 def cli(*args, check=False):
@@ -132,3 +135,38 @@ def test_a_dataset_smaller_than_the_batch_is_named(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "the training split has 5 images, fewer than train.batch_size=8" in result.stderr
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_preflight_lists_each_missing_piece_on_one_line_with_the_cost(tmp_path, monkeypatch, capsys):
+    # The cifar10 profile on this CPU machine: no GPU, no CIFAR-10 archive, no Inception weights,
+    # and (as here and in CI) no network; the hosts are asked through preflight.host_reachable.
+    from ddpm_repro import cli as ddpm_cli
+    from ddpm_repro import preflight
+
+    monkeypatch.setattr(preflight, "host_reachable", lambda host, **_: False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.chdir(tmp_path)  # data.root is data/raw, relative: empty here
+    params = str(REPO / "pipelines" / "cifar10" / "params.yaml")
+    assert ddpm_cli.main(["preflight", "--params", params, "--tflops", "495", "--gpus", "8"]) == 2
+    out, err = capsys.readouterr()
+    problems = [
+        line for line in err.splitlines() if line.startswith("preflight: ") and "problem(s)" not in line
+    ]
+    assert len(problems) == 3 - torch.cuda.is_available(), err
+    assert sum("CIFAR-10 not found in data/raw" in p for p in problems) == 1
+    assert sum("Inception weights are not at" in p and "evaluate.fid is required" in p for p in problems) == 1
+    total = [line for line in out.splitlines() if line.startswith("| total |")]
+    assert len(total) == 1 and float(total[0].split("|")[-2]) > 0  # GPU-hours on 8 GPUs, computed
+    assert "hours on 8 GPU(s)" in out and "not measured" in out
+
+
+def test_repro_stops_before_any_stage_when_preflight_finds_a_problem(tmp_path, capsys):
+    from ddpm_repro import cli as ddpm_cli
+
+    params = (REPO / "pipelines" / "smoke" / "params.yaml").read_text().replace("device: cpu", "device: cuda")
+    (tmp_path / "params.yaml").write_text(params)
+    if torch.cuda.is_available():
+        pytest.skip("this check needs a machine without CUDA")  # the message under test is CPU-only
+    assert ddpm_cli.main(["repro", "--params", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "train.device is 'cuda' but no CUDA device is available" in err and "nothing was run" in err

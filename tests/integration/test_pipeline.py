@@ -14,18 +14,18 @@ from ddpm_repro.data import load_arrays
 from .conftest import copy_of_run, copy_repo, run, stages_run
 
 CELLS = [f"{s}-{loss}" for s in ("linear", "cosine") for loss in ("simple", "hybrid", "vlb", "aux")]
+STAGES = ("train", "sample", "nll", "evaluate")  # the stages of every cell
 
 
 def test_every_stage_wrote_its_outputs(smoke_repo):
     for cell in CELLS:
         d = smoke_repo / "reports" / "cells" / cell
-        train, evaluation = (
-            json.loads((d / "train.json").read_text()),
-            json.loads((d / "eval.json").read_text()),
+        train, nll, evaluation = (
+            json.loads((d / f"{name}.json").read_text()) for name in ("train", "nll", "eval")
         )
         assert train["cell"] == cell and train["steps"] == 30 and np.isfinite(train["final_loss"])
-        assert evaluation["nll_images"] == 8 and evaluation["nll_terms"] == 50
-        assert 0 < evaluation["nll_bpd"] < 16
+        assert nll["cell"] == cell and nll["nll_images"] == 8 and nll["nll_terms"] == 50
+        assert 0 < nll["nll_bpd"] < 16
         assert (
             evaluation["fd_samples"] == 8
             and evaluation["fd_classifier"] >= 0
@@ -89,7 +89,7 @@ def test_changing_one_objectives_key_reruns_only_its_cells(smoke_repo, tmp_path)
     result = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0")
     assert result.returncode == 0, result.stderr[-2000:]
     ran = set(stages_run(result.stdout))
-    expected = {f"{stage}@{s}-aux" for stage in ("train", "sample", "evaluate") for s in ("linear", "cosine")}
+    expected = {f"{stage}@{s}-aux" for stage in STAGES for s in ("linear", "cosine")}
     assert ran == expected | {"report"}, sorted(ran)
 
 
@@ -99,7 +99,7 @@ def test_a_dvc_experiment_sweeps_one_key_and_diffs_only_its_cells(smoke_repo, tm
     assert result.returncode == 0, result.stderr[-2000:]
     ran = set(stages_run(result.stdout))
     assert {s for s in ran if "@" in s} == {
-        f"{stage}@{s}-aux" for stage in ("train", "sample", "evaluate") for s in ("linear", "cosine")
+        f"{stage}@{s}-aux" for stage in STAGES for s in ("linear", "cosine")
     }
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
     assert {path.split("/")[2] for path in diff} == {"linear-aux", "cosine-aux"}, sorted(diff)
@@ -198,7 +198,7 @@ def test_the_default_params_define_the_eight_cell_grid(tmp_path):
     assert stages.returncode == 0, stages.stderr
     expected = (
         ["prepare", "reference"]
-        + [f"{s}@{c}" for s in ("train", "sample", "evaluate") for c in CELLS]
+        + [f"{s}@{c}" for s in STAGES for c in CELLS]
         + ["report"]  # no class-conditional cells in the default profile (pipelines/digits-cond)
     )
     assert sorted(stages.stdout.split()) == sorted(expected)

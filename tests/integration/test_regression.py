@@ -44,7 +44,7 @@ def test_a_lambda_times_ten_is_caught_end_to_end(smoke_repo, tmp_path):
 
 
 def _run_cell(tmp_path, cell, data_dir, reference_dir, overrides=()):
-    """train, sample and evaluate one smoke cell in-process (so a test can patch the code)."""
+    """train, sample, nll and evaluate one smoke cell in-process (so a test can patch the code)."""
     sets = [x for o in overrides for x in ("--set", o)]
     out = tmp_path / cell
     common = ["--params", str(SMOKE), "--no-progress"]
@@ -53,9 +53,11 @@ def _run_cell(tmp_path, cell, data_dir, reference_dir, overrides=()):
         cli.main([*train, "--checkpoint-dir", str(out / "ckpt"), "--metrics", str(out / "train.json")]) == 0
     )
     assert cli.main(["sample", *common, "--checkpoint", str(out / "ckpt"), "--out", str(out / "s.npz")]) == 0
-    evaluate = ["evaluate", *common, "--checkpoint", str(out / "ckpt"), "--data", str(data_dir / "test.npz")]
+    checkpoint = ["--checkpoint", str(out / "ckpt")]
+    nll = ["nll", *common, *checkpoint, "--data", str(data_dir / "test.npz"), "--out", str(out / "nll.json")]
+    assert cli.main(nll) == 0
     inputs = ["--samples", str(out / "s.npz"), "--reference", str(reference_dir)]
-    assert cli.main([*evaluate, *inputs, "--out", str(out / "eval.json")]) == 0
+    assert cli.main(["evaluate", *common, *checkpoint, *inputs, "--out", str(out / "eval.json")]) == 0
     return read_metrics(tmp_path, [cell])[cell]
 
 

@@ -78,7 +78,7 @@ def test_microbatching_matches_the_full_batch(tmp_path, digits_train):
         torch.testing.assert_close(micro.model.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_a_changed_model_refuses_the_old_checkpoint(tmp_path, digits_train):
+def test_a_changed_model_refuses_the_old_checkpoint(tmp_path, digits_train, capsys):
     Trainer(tiny_config(train={"steps": 6}), digits_train, tmp_path, progress=False).run()
     with pytest.raises(ValueError, match=r"different settings \(diffusion.schedule, train.lr\)"):
         Trainer(
@@ -94,6 +94,7 @@ def test_a_changed_model_refuses_the_old_checkpoint(tmp_path, digits_train):
     )
     with pytest.raises(ValueError, match=r"train.steps \(the checkpoint is at step 6\)"):
         Trainer(tiny_config(train={"steps": 4}), digits_train, tmp_path, progress=False)
+    before = {p.name: p.read_bytes() for p in list_checkpoints(tmp_path)}
     fresh = Trainer(
         tiny_config(diffusion={"schedule": "sqrt"}),
         digits_train,
@@ -102,6 +103,15 @@ def test_a_changed_model_refuses_the_old_checkpoint(tmp_path, digits_train):
         restart_on_change=True,
     )
     assert fresh.step == 0 and list_checkpoints(tmp_path) == []
+    # nothing deleted: the old run is whole beside the new one, and the message says where
+    aside = tmp_path.with_name(f"{tmp_path.name}.replaced-1")
+    assert {p.name: p.read_bytes() for p in list_checkpoints(aside)} == before
+    err = capsys.readouterr().err
+    assert f"moved them to '{aside}'" in err and "diffusion.schedule" in err
+    Trainer(tiny_config(diffusion={"schedule": "sqrt"}, train={"seed": 4}), digits_train, tmp_path,
+            progress=False, restart_on_change=True).save()  # fmt: skip
+    Trainer(tiny_config(), digits_train, tmp_path, progress=False, restart_on_change=True)
+    assert tmp_path.with_name(f"{tmp_path.name}.replaced-2").is_dir()  # a second move takes the next name
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, digits_train, capsys):

@@ -1,21 +1,27 @@
 """The Dockerfile: hadolint finds no warning, and the facts that matter hold without building
 it (no Docker here): a pinned base whose torch is pyproject's pin, a pip that can never
-install a second torch, the project installed after its dependencies, telemetry off."""
+install a second torch, the project installed after its dependencies, telemetry off, and
+every command docs/docker.md shows is one the image has."""
 
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
+from importlib.metadata import distribution, packages_distributions, version
 from pathlib import Path
 
 import pytest
 import tomllib
 
+from ddpm_repro.cli import build_parser
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 CONSTRAINTS = "torch-constraints.txt"
+DOCS = REPO / "docs" / "docker.md"
+# The base image's own programs: its shell, and the Python the Dockerfile's RUNs call.
+BASE_IMAGE_PROGRAMS = {"bash", "python"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -166,3 +172,88 @@ def test_the_build_context_holds_only_what_the_image_copies():
         for source in args.split()[:-1]
     }
     assert copied <= kept, copied - kept  # ... but what the Dockerfile copies
+
+
+def dependency_names() -> set[str]:
+    """The image's distributions: pyproject's dependencies and the project, names normalized."""
+    names = [re.match(r"[\w.-]+", d)[0] for d in project()["dependencies"]] + [project()["name"]]
+    return {re.sub(r"[-_.]+", "-", name).lower() for name in names}
+
+
+def image_programs() -> set[str]:
+    """What is on the image's PATH: the base image's programs, the packages the Dockerfile
+    installs with apt, and the console scripts of the project and its dependencies."""
+    apt = {
+        word
+        for run in runs()
+        for words in re.findall(r"apt-get install ([^&;|]*)", run)
+        for word in words.split()
+        if not word.startswith("-")
+    }
+    scripts = {
+        script.name
+        for name in dependency_names() - {project()["name"]}
+        for script in distribution(name).entry_points.select(group="console_scripts")
+    }
+    return BASE_IMAGE_PROGRAMS | apt | scripts | set(project()["scripts"])
+
+
+def doc_commands() -> list[list[str]]:
+    """The words of each command in docs/docker.md's bash blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", DOCS.read_text(), flags=re.S)
+    lines = re.sub(r"\\\n\s*", " ", "".join(blocks)).splitlines()
+    return [words for line in lines if (words := shlex.split(line, comments=True))]
+
+
+def in_image(words: list[str]) -> list[str] | None:
+    """The command a docs line runs in the image: what follows the image's tag in `docker run`
+    (none: the image's CMD), or a line for its shell; None for a host line (`docker build`,
+    `.venv/bin/...`)."""
+    if words[:2] == ["docker", "run"]:
+        return words[words.index("ddpm-repro") + 1 :] or ["ddpm-repro", "--help"]
+    return None if words[0] == "docker" or words[0].startswith(".venv/bin/") else words
+
+
+def missing_in_image(command: list[str]) -> str | None:
+    """Why the image cannot run `command`, or None when it can."""
+    program, args = command[0], command[1:]
+    if program not in image_programs():
+        return f"{program} is not on the image's PATH"
+    if program in {"python", "torchrun"} and "-m" in args:
+        module, *args = args[args.index("-m") + 1 :]
+        if module == "ddpm_repro.cli":  # python -m ddpm_repro.cli is the ddpm-repro command
+            return missing_in_image(["ddpm-repro", *args])
+        top = module.split(".")[0]
+        found = {re.sub(r"[-_.]+", "-", d).lower() for d in packages_distributions().get(top, [])}
+        if top not in sys.stdlib_module_names and not found & dependency_names():
+            return f"module {module} is not installed in the image"
+    if program == "ddpm-repro":
+        try:
+            build_parser().parse_args(args)  # the subcommand exists and takes these options
+        except SystemExit as error:
+            if error.code:
+                return f"ddpm-repro does not accept {shlex.join(args)}"
+    return None
+
+
+def test_every_command_docs_docker_md_runs_in_the_image_is_there():
+    commands = [command for words in doc_commands() if (command := in_image(words))]
+    assert len(commands) >= 8, commands  # the blocks were found and parsed
+    problems = {shlex.join(c): why for c in commands if (why := missing_in_image(c))}
+    assert not problems, problems
+
+
+def test_the_host_commands_docs_docker_md_shows_are_in_the_venv():
+    host = [words[0] for words in doc_commands() if words[0].startswith(".venv/bin/")]
+    assert host and all(Path(sys.executable).with_name(Path(p).name).is_file() for p in host), host
+
+
+def test_a_command_the_image_lacks_is_reported_missing():
+    frobnicate = shlex.split('docker run --rm -v "$PWD":/workspace ddpm-repro frobnicate --now')
+    assert missing_in_image(in_image(frobnicate)) == "frobnicate is not on the image's PATH"
+    assert missing_in_image(["ddpm-repro", "frobnicate"])
+    assert missing_in_image(["torchrun", "-m", "ddpm_repro.cli", "train", "--frob"])
+    # The dev extras stay out of the image: tests run on the host (docs/docker.md).
+    assert missing_in_image(["python", "-m", "pytest"])
+    # No make: its targets build a .venv, installing torch again under PIP_CONSTRAINT.
+    assert missing_in_image(["make", "run"])

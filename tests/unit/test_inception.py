@@ -212,7 +212,7 @@ def test_the_reference_stage_and_evaluate_compute_fid_with_cached_weights(
     monkeypatch.setenv("TORCH_HOME", str(weights_home))
     _forbid_network(monkeypatch)
     train, test = _tiny_split(0, 6), _tiny_split(1, 4)
-    metrics = build_reference(train, test, tmp_path, 1, 4, 1e-3, 0, 8, inception=True)
+    metrics = build_reference(train, test, tmp_path, 1, 4, 1e-3, 0, 8)
     assert (
         np.isfinite(metrics["inception"]["fid_test_vs_train"])
         and metrics["inception"]["fid_test_vs_train"] > 0
@@ -228,7 +228,7 @@ def test_without_weights_fid_is_not_computed_and_says_why(tmp_path, monkeypatch,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
     _forbid_network(monkeypatch)
     out = tmp_path / "reference"
-    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, 1, 4, 1e-3, 0, 8, inception=True)
+    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, 1, 4, 1e-3, 0, 8)
     assert metrics["inception"] is None and "Inception weights not found at" in metrics["inception_note"]
     assert capsys.readouterr().err.strip() == metrics["inception_note"]  # one line on stderr
     assert (out / INCEPTION_NOTE_FILE).read_text().strip() == metrics["inception_note"]

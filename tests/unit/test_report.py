@@ -193,9 +193,8 @@ def test_collect_cells_and_conditional_read_the_stage_outputs(tmp_path):
     (cells_dir / "linear-simple" / "train.json").write_text(
         json.dumps({"cell": "linear-simple", "final_loss": 0.1})
     )
-    (cells_dir / "linear-simple" / "eval.json").write_text(
-        json.dumps({"nll_bpd": 4.5, "fid_inception": None})
-    )
+    (cells_dir / "linear-simple" / "nll.json").write_text(json.dumps({"nll_bpd": 4.5}))
+    (cells_dir / "linear-simple" / "eval.json").write_text(json.dumps({"fid_inception": None}))
     (cells_dir / "linear-simple" / "loss.csv").write_text(
         "step,loss,mse,vb,aux,grad_norm,lr,images_per_s\n50,0.7,0.7,,,2.9,0.0002,800\n"
     )

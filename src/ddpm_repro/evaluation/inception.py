@@ -20,7 +20,7 @@ from .frechet import feature_statistics, frechet_distance
 POOL3_DIM = 2048
 
 
-class InceptionUnavailable(RuntimeError):
+class InceptionUnavailable(FileNotFoundError):
     """The FID Inception weights are neither in torch.hub's cache nor fetchable; the message is one line."""
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..data.arrays import ImageArrays
 from ..diffusion import GaussianDiffusion
+from ..progress import Progress
+from ..seeding import derive_seed
+from ..sharding import RunChunks, run_in_process
+
+_NLL_STREAM = 11
 
 
 @torch.no_grad()
@@ -19,12 +25,20 @@ def evaluate_nll(
     test: ImageArrays,
     num_images: int,
     max_batch: int,
+    chunk_images: int = 16,
     clip_denoised: bool = True,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> dict[str, float]:
+    run_chunks: RunChunks | None = None,
+) -> dict | None:
     """The bound on the first `num_images` test images (all of them if fewer).
+
+    The images go in chunks of `chunk_images`; chunk k draws every x_t from a generator
+    seeded by (seed, k), so an image's bound depends on its index alone, not on how the
+    chunks are split between processes (`run_chunks`, as in sampling.generate; a worker that
+    is not rank 0 gets None). Each model call stacks up to `max_batch` examples
+    (images x timesteps).
 
     Returns bits/dim: nll_bpd (mean) and nll_bpd_se (standard error over images),
     prior_bpd, decoder_bpd (L_0), kl_bpd (sum of L_1..L_{T-1}), with nll_images and
@@ -33,38 +47,48 @@ def evaluate_nll(
     n = min(num_images, len(test.images))
     if n == 0:
         raise ValueError("the test split is empty")
-    x = test.to_tensor()[:n].to(device)
-    kwargs = None
+    x = test.to_tensor()[:n]
+    labels = None
     if getattr(getattr(model, "config", None), "num_classes", None):
-        kwargs = {"y": torch.from_numpy(test.labels[:n]).to(device)}
-    generator = torch.Generator(device=device).manual_seed(seed)
-    # Images per chunk: all of them unless one timestep of all would exceed max_batch.
-    chunk = max(1, min(n, max_batch))
-    totals, priors, decoders, kls = [], [], [], []
-    for start in range(0, n, chunk):
-        xb = x[start : start + chunk]
-        kb = {k: v[start : start + chunk] for k, v in kwargs.items()} if kwargs else None
+        labels = torch.from_numpy(test.labels[:n])
+    num_chunks = math.ceil(n / chunk_images)
+    bar = Progress("nll", n, "img") if progress and run_chunks is None else None
+
+    def chunk(k: int) -> dict[str, np.ndarray]:
+        part = slice(k * chunk_images, min(n, (k + 1) * chunk_images))
+        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, _NLL_STREAM, k))
         out = diffusion.calc_bpd_loop(
             model,
-            xb,
+            x[part].to(device),
             clip_denoised=clip_denoised,
-            model_kwargs=kb,
+            model_kwargs={"y": labels[part].to(device)} if labels is not None else None,
             generator=generator,
             max_batch=max_batch,
-            progress=progress,
         )
-        totals.append(out["total_bpd"])
-        priors.append(out["prior_bpd"])
-        decoders.append(out["vb"][:, 0])
-        kls.append(out["vb"][:, 1:].sum(dim=1))
-    total = torch.cat(totals).double()
-    se = float(total.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+        if bar is not None:
+            bar.update(len(out["total_bpd"]))
+        return {
+            "total": out["total_bpd"].double().cpu().numpy(),
+            "prior": out["prior_bpd"].double().cpu().numpy(),
+            "decoder": out["vb"][:, 0].double().cpu().numpy(),
+            "kl": out["vb"][:, 1:].sum(dim=1).double().cpu().numpy(),
+        }
+
+    parts = (run_chunks or run_in_process)(num_chunks, chunk)
+    if bar is not None:
+        bar.close()
+    if parts is None:
+        return None
+    total, prior, decoder, kl = (
+        np.concatenate([p[k] for p in parts]) for k in ("total", "prior", "decoder", "kl")
+    )
+    se = float(total.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return {
         "nll_bpd": float(total.mean()),
         "nll_bpd_se": se,
-        "prior_bpd": float(torch.cat(priors).double().mean()),
-        "decoder_bpd": float(torch.cat(decoders).double().mean()),
-        "kl_bpd": float(torch.cat(kls).double().mean()),
+        "prior_bpd": float(prior.mean()),
+        "decoder_bpd": float(decoder.mean()),
+        "kl_bpd": float(kl.mean()),
         "nll_images": n,
         "nll_terms": diffusion.num_timesteps,
         "nll_per_image": total.tolist(),  # for paired comparisons between cells (same images, noise)

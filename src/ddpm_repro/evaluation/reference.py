@@ -36,7 +36,7 @@ def build_reference(
     lr: float,
     seed: int,
     feature_dim: int,
-    inception: bool = True,
+    fid: str = "if-available",
     inception_download: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -44,10 +44,14 @@ def build_reference(
     """Train the classifier, write it and the training features' mean and covariance to
     out_dir; return its test accuracy and what real held-out images score (FD, IS).
 
-    With `inception`, also the training set's Inception statistics for FID when pytorch-fid's
-    weights are in torch.hub's cache (or `inception_download` may fetch them); otherwise
-    out_dir gets a one-line note saying why, and metrics["inception"] is None.
+    With `fid` ("never", "if-available", "required": evaluate.fid), also the training set's
+    Inception statistics for FID when pytorch-fid's weights are in torch.hub's cache (or
+    `inception_download` may fetch them); otherwise out_dir gets a one-line note saying why,
+    and metrics["inception"] is None, or, when FID is required, InceptionUnavailable is
+    raised before any work.
     """
+    if fid == "required":
+        load_inception("cpu", allow_download=inception_download)  # fail before training anything
     model = train_classifier(train, epochs, batch_size, lr, seed, feature_dim, progress=progress)
     train_features, _ = predict(model, train.images)
     test_features, test_probs = predict(model, test.images)
@@ -62,7 +66,10 @@ def build_reference(
         "test_images": len(test.images),
         "train_images": len(train.images),
     }
-    if inception:
+    if fid == "never":
+        (out / INCEPTION_STATS_FILE).unlink(missing_ok=True)
+        write_text(out / INCEPTION_NOTE_FILE, "evaluate.fid is never\n")
+    else:
         metrics.update(_inception_reference(train, test, out, inception_download, device, progress))
     return metrics
 
@@ -89,12 +96,16 @@ class Reference:
     """What `evaluate` scores samples against, read from the reference stage's folder: the
     classifier and its training-feature statistics, and the Inception statistics if any."""
 
-    def __init__(self, reference_dir: str | Path, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, reference_dir: str | Path, device: str | torch.device = "cpu", fid: str = "if-available"
+    ) -> None:
         ref = Path(reference_dir)
         for name in (CLASSIFIER_FILE, STATS_FILE):
             if not (ref / name).is_file():
                 raise FileNotFoundError(f"reference file '{ref / name}' not found; run the reference stage")
-        self.dir, self.device = ref, device
+        self.dir, self.device, self.fid = ref, device, fid
+        if fid == "required" and not (ref / INCEPTION_STATS_FILE).is_file():
+            self.inception_fid(ImageArrays(np.zeros((0, 1, 1, 1), np.uint8), np.zeros(0, np.int64)))
         self.classifier = classifier_from_state(torch.load(ref / CLASSIFIER_FILE, weights_only=True))
         with np.load(ref / STATS_FILE) as stats:
             self.mu, self.sigma = stats["mu"], stats["sigma"]
@@ -117,14 +128,23 @@ class Reference:
         return out
 
     def inception_fid(self, samples: ImageArrays) -> dict:
-        """{"fid_inception": FID} against the training set, or None and the reason ("fid_note")."""
+        """{"fid_inception": FID} against the training set, or None and the reason ("fid_note");
+        with fid "required", a missing piece raises InceptionUnavailable instead."""
+        if self.fid == "never":
+            return {"fid_inception": None, "fid_note": "evaluate.fid is never"}
         stats_path, note_path = self.dir / INCEPTION_STATS_FILE, self.dir / INCEPTION_NOTE_FILE
         if not stats_path.is_file():
             note = note_path.read_text().strip() if note_path.is_file() else "the reference stage skipped it"
+            if self.fid == "required":
+                raise InceptionUnavailable(
+                    f"evaluate.fid is required, but '{self.dir}' has no Inception statistics: {note}"
+                )
             return {"fid_inception": None, "fid_note": note}
         try:
             net = load_inception(self.device)
         except InceptionUnavailable as exc:
+            if self.fid == "required":
+                raise
             return {"fid_inception": None, "fid_note": str(exc)}
         with np.load(stats_path) as stats:
             feats = inception_features(samples.images, net, device=self.device)

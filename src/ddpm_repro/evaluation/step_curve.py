@@ -5,7 +5,7 @@ scored by the reference classifier's Frechet distance."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from torch import nn
 from ..config import SampleConfig, SampleMethod
 from ..diffusion import GaussianDiffusion
 from ..sampling import generate
+from ..sharding import RunChunks
 from .reference import Reference
 
 
@@ -27,13 +28,16 @@ def step_curve(
     num_classes: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    point_chunks: Callable[[str], RunChunks] | None = None,
 ) -> list[dict]:
     """One result per (method, steps) point: {"method", "steps", "samples", "fd_classifier"}.
 
     `sample` gives the seed, clipping, eta and guidance; every point starts from the same
     noise (same seed), so the curve shows the effect of the chain's length alone. A step
     count of T is the full chain; a smaller one keeps that many evenly spaced timesteps
-    (Improved DDPM sec. 4, "50" in `space_timesteps`' notation).
+    (Improved DDPM sec. 4, "50" in `space_timesteps`' notation). `point_chunks(name)` gives
+    how a point's sampling chunks run (across workers, resumable: a ChunkedJob's sub-job
+    `run`); a worker that is not rank 0 gets an empty list.
     """
     T = diffusion.num_timesteps
     results = []
@@ -43,9 +47,13 @@ def step_curve(
         config = dataclasses.replace(
             sample, num_samples=num_samples, steps="" if n == T else str(n), method=method
         )
+        run_chunks = point_chunks(f"{method.value}-{n}") if point_chunks else None
         samples = generate(
-            model, diffusion, config, image_shape, num_classes, device=device, progress=progress
-        )
+            model, diffusion, config, image_shape, num_classes, device=device, progress=progress,
+            run_chunks=run_chunks,
+        )  # fmt: skip
+        if samples is None:
+            continue
         fd = reference.classifier_quality(samples)["fd_classifier"]
         results.append({"method": method.value, "steps": n, "samples": num_samples, "fd_classifier": fd})
     return results

@@ -1,6 +1,7 @@
-"""The report's inputs: per-cell folders of train.json, eval.json, loss.csv and samples.png.
+"""The report's inputs: per-cell folders of train.json, nll.json, eval.json, loss.csv and
+samples.png.
 
-A row is one dict: both JSON files merged, plus "cell", "schedule", "loss",
+A row is one dict: the JSON files merged, plus "cell", "schedule", "loss",
 "loss_curve" (loss.csv as {column: [float | None]}) and "samples_png" (its path) for the
 files that exist. A missing file or field simply leaves its keys out: the report then
 shows NOT_COMPUTED.
@@ -24,11 +25,11 @@ def read_loss_curve(path: str | Path) -> dict[str, list[float | None]]:
 
 
 def read_cell_folder(folder: str | Path, cell: str) -> dict:
-    """One row from a folder holding some of train.json, eval.json, loss.csv, samples.png."""
+    """One row from a folder holding some of train.json, nll.json, eval.json, loss.csv, samples.png."""
     folder = Path(folder)
     schedule, _, loss = cell.partition("-")
     row: dict = {"cell": cell, "schedule": schedule, "loss": loss}
-    for part in ("train", "eval"):
+    for part in ("train", "nll", "eval"):
         path = folder / f"{part}.json"
         if path.is_file():
             row.update(json.loads(path.read_text()))

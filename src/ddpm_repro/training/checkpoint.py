@@ -53,6 +53,19 @@ def remove_partial_writes(directory: str | Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def move_aside(directory: str | Path) -> Path:
+    """Rename a checkpoint folder to the first free `<directory>.replaced-<n>` (n = 1, 2, ...)
+    and leave an empty folder in its place; returns the new name. Checkpoints of a run that
+    is being replaced are kept, never deleted: they may be all a user has of a long run."""
+    directory = Path(directory)
+    n = 1
+    while (target := directory.with_name(f"{directory.name}.replaced-{n}")).exists():
+        n += 1
+    directory.rename(target)
+    directory.mkdir()
+    return target
+
+
 def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -> Path:
     """Write payload as the checkpoint of payload["step"], atomically; keep the last `keep`."""
     missing = REQUIRED_KEYS - set(payload)

@@ -27,13 +27,14 @@ from ..config import Config, build_diffusion, build_unet_config, config_to_dict
 from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
 from ..models import UNet, UNetConfig
+from ..progress import Progress
 from ..seeding import derive_seed
 from .checkpoint import (
     FORMAT_VERSION,
     checkpoint_path,
     fault_point,
-    list_checkpoints,
     load_latest,
+    move_aside,
     remove_partial_writes,
     save_checkpoint,
 )
@@ -75,11 +76,22 @@ def unet_config_from_dict(data: dict) -> UNetConfig:
 _STEP_STREAM, _EPOCH_STREAM, _DROPOUT_STREAM, _PROBE_STREAM = 1, 2, 3, 4
 PROBE_IMAGES = 64
 
-# Train keys that a resumed run may change without changing what it computes: more steps
-# extend a run; logging, checkpointing and the device do not alter the result.
-# Keys that change how a run is carried out, not what it computes (up to float rounding):
-# a checkpoint resumes across them.
-RESUMABLE_TRAIN_KEYS = {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "device", "compile"}
+# Train keys that change how a run is carried out, not what it computes (up to float
+# rounding): a checkpoint resumes across them. More steps extend a run; logging,
+# checkpointing, the device, the number of processes, the microbatch (the global batch and
+# its sampling are fixed by batch_size and the seed), bf16 autocast and compilation do not
+# change the objective or the data it sees.
+RESUMABLE_TRAIN_KEYS = {
+    "steps",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "device",
+    "nproc",
+    "microbatch",
+    "bf16",
+    "compile",
+}
 
 
 class Trainer:
@@ -90,10 +102,10 @@ class Trainer:
         data: the training split (uint8 NHWC + labels).
         checkpoint_dir: where checkpoints go; an existing usable checkpoint is resumed.
         callbacks: receive metrics every train.log_every steps and each checkpoint.
-        progress: show a tqdm bar (main process only).
+        progress: a tqdm bar on a terminal; status lines otherwise (main process only).
         restart_on_change: if the checkpoints in checkpoint_dir were trained with other
-            settings, delete them and start over (the pipeline's case: they stay in the DVC
-            cache); otherwise that is an error.
+            settings, move them aside to `<checkpoint_dir>.replaced-<n>/` and start over;
+            otherwise that is an error. Nothing is ever deleted.
     """
 
     def __init__(
@@ -122,7 +134,7 @@ class Trainer:
         self.local_batch = tc.batch_size // self.ctx.world_size
         self.checkpoint_dir = Path(checkpoint_dir)
         self.callbacks = callbacks
-        self.progress = progress and self.ctx.is_main
+        self.progress = progress
         device = self.ctx.device
 
         n, h, w, c = data.images.shape
@@ -205,11 +217,13 @@ class Trainer:
         if changed:
             message = f"checkpoint '{path}' was trained with different settings ({', '.join(changed)})"
             if not self.restart_on_change:
-                raise ValueError(f"{message}; use a new checkpoint directory or --restart-on-change")
+                raise ValueError(
+                    f"{message}; use a new checkpoint directory, or --restart-on-change to move "
+                    "these checkpoints aside and start over"
+                )
             if self.ctx.is_main:
-                print(f"{message}: starting over", file=sys.stderr)
-                for old in list_checkpoints(self.checkpoint_dir):
-                    old.unlink()
+                moved = move_aside(self.checkpoint_dir)
+                print(f"{message}: moved them to '{moved}' and starting over", file=sys.stderr)
             if self.ctx.world_size > 1:
                 dist.barrier()
             return
@@ -303,6 +317,11 @@ class Trainer:
             for key, value in terms.items():
                 if key != "loss":
                     sums[key] = sums.get(key, 0.0) + float(value.detach().sum()) / self.local_batch
+        if self.ctx.world_size > 1:  # each process summed its own slice: the global batch's means
+            keys = sorted(sums)
+            both = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.ctx.device)
+            dist.all_reduce(both)
+            sums = dict(zip(keys, (both / self.ctx.world_size).tolist(), strict=True))
         max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         if not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)):
@@ -341,11 +360,14 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until train.steps, checkpointing every train.checkpoint_every and at the end."""
         tc = self.config.train
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=tc.steps, initial=min(self.step, tc.steps), desc="train", unit="step")
+        bar = Progress(
+            f"train {self.config.cell}",
+            tc.steps,
+            "step",
+            initial=min(self.step, tc.steps),
+            bar=self.progress,
+            enabled=self.ctx.is_main,
+        )
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
         metrics: dict[str, float] = {}
@@ -354,22 +376,20 @@ class Trainer:
             for key, value in self.train_step().items():
                 window[key] = window.get(key, 0.0) + value
             window_steps += 1
-            if bar is not None:
-                bar.update(1)
+            figures = {}
             if self.step % tc.log_every == 0 or self.step == tc.steps:
                 elapsed = time.perf_counter() - window_start
                 metrics = {k: v / window_steps for k, v in window.items()}
                 metrics["images_per_s"] = window_steps * tc.batch_size / elapsed
-                if bar is not None:
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.0f}")
+                figures = {"loss": f"{metrics['loss']:.4g}", "images/s": f"{metrics['images_per_s']:.0f}"}
                 if self.ctx.is_main:
                     for cb in self.callbacks:
                         cb.on_metrics(self.step, metrics)
                 window, window_steps, window_start = {}, 0, time.perf_counter()
+            bar.update(1, **figures)
             if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                 last_path = self.save()
-        if bar is not None:
-            bar.close()
+        bar.close()
         if last_path is None:  # nothing left to train: point at the checkpoint we resumed
             found = load_latest(self.checkpoint_dir)
             last_path = found[0] if found else self.save()
