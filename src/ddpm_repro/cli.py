@@ -123,11 +123,11 @@ def _train(args: argparse.Namespace) -> int:
             run_id = tracker.start_cell_run(resume_id)
             if run_id:
                 write_text(run_file, run_id)
-            tracker.monitor_system()
             callbacks = [log, tracker]
         trainer.callbacks = tuple(callbacks)
         try:
-            result = trainer.run()
+            with _system_metrics(tracker):
+                result = trainer.run()
         except BaseException:
             if tracker is not None:
                 tracker.end("KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED")
@@ -165,6 +165,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell_tracker(config, stage: str, is_main: bool):
+    """Rank 0's handle on the cell's MLflow run (None on the other ranks), found before the
+    work, so that the run's system metrics cover it."""
+    if not is_main:
+        return None
+    from .tracking import Tracker
+
+    tracker = Tracker(config, stage)
+    tracker.find_cell_run()
+    return tracker
+
+
+def _system_metrics(tracker):
+    """The tracker's system metrics around a block; nothing on a rank without a tracker."""
+    from contextlib import nullcontext
+
+    return tracker.system_metrics() if tracker is not None else nullcontext()
+
+
 def _load_cell(args: argparse.Namespace):
     """(checkpoint path, checkpoint, config) for sample/nll/evaluate: the checkpoint's own
     config, with --params' sample/evaluate/tracking sections and train.nproc, then --set."""
@@ -185,14 +204,19 @@ def _load_cell(args: argparse.Namespace):
     return path, ckpt, config_from_dict(apply_overrides(base, args.set))
 
 
+def _file_id(path: str | Path) -> dict:
+    """A file as a chunked job's input: its path, size and time written (a retrained
+    checkpoint of the same step, or a rewritten file, is another input)."""
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def _job_settings(path: Path, ckpt: dict, **settings) -> dict:
-    """What identifies a chunked job's results: the checkpoint file (path, size, time
-    written: a retrained checkpoint of the same step is another file) and its settings."""
+    """What identifies a chunked job's results: the checkpoint file and the settings (config
+    sections, or `_file_id`s of other inputs)."""
     from .config import config_to_dict
 
-    stat = path.stat()
-    checkpoint = {"path": str(path.resolve()), "step": int(ckpt["step"]), "size": stat.st_size}
-    checkpoint["mtime_ns"] = stat.st_mtime_ns
+    checkpoint = {**_file_id(path), "step": int(ckpt["step"])}
     return {"checkpoint": checkpoint, **{k: config_to_dict(v) for k, v in settings.items()}}
 
 
@@ -202,7 +226,6 @@ def _sample(args: argparse.Namespace) -> int:
     from .launch import launch, workers_to_start
     from .sampling import Pretrained, save_grid, save_samples
     from .sharding import ChunkedJob, partial_dir
-    from .tracking import Tracker
     from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
@@ -210,11 +233,13 @@ def _sample(args: argparse.Namespace) -> int:
         return launch(nproc, args.argv)
     try:
         ctx = setup_distributed(args.device)
+        tracker = _cell_tracker(config, "sample", ctx.is_main)
         pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config)
         start = time.perf_counter()
         settings = _job_settings(path, ckpt, sample=config.sample)
         job = ChunkedJob(partial_dir(args.out), settings, ctx, f"sample {config.cell}", not args.no_progress)
-        samples = pretrained.sample(run_chunks=job.run)
+        with _system_metrics(tracker):
+            samples = pretrained.sample(run_chunks=job.run)
         seconds = time.perf_counter() - start
         if ctx.is_main:
             save_samples(args.out, samples)
@@ -225,8 +250,6 @@ def _sample(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if not ctx.is_main:
         return 0
-    tracker = Tracker(config, "sample")
-    tracker.find_cell_run()
     tracker.log_metrics({"num_samples": len(samples.images), "seconds": seconds}, prefix="sample/")
     if args.grid:
         tracker.log_artifact(args.grid)
@@ -243,7 +266,6 @@ def _nll(args: argparse.Namespace) -> int:
     from .launch import launch, workers_to_start
     from .sampling import Pretrained
     from .sharding import ChunkedJob, partial_dir
-    from .tracking import Tracker
     from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
@@ -253,25 +275,26 @@ def _nll(args: argparse.Namespace) -> int:
     e = config.evaluate
     try:
         ctx = setup_distributed(args.device)
+        tracker = _cell_tracker(config, "nll", ctx.is_main)
         pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
         start = time.perf_counter()
         keys = ("nll_images", "nll_batch", "nll_chunk", "clip_denoised", "use_ema", "seed")
         nll_settings = {k: getattr(e, k) for k in keys}
-        data = {"path": str(Path(args.data).resolve()), "size": Path(args.data).stat().st_size}
-        settings = _job_settings(path, ckpt, nll=nll_settings, data=data)
+        settings = _job_settings(path, ckpt, nll=nll_settings, data=_file_id(args.data))
         job = ChunkedJob(partial_dir(args.out), settings, ctx, f"nll {config.cell}", not args.no_progress)
-        metrics = evaluate_nll(
-            pretrained.model,
-            pretrained.diffusion,
-            test,
-            e.nll_images,
-            e.nll_batch,
-            chunk_images=e.nll_chunk,
-            clip_denoised=e.clip_denoised,
-            seed=e.seed,
-            device=ctx.device,
-            run_chunks=job.run,
-        )
+        with _system_metrics(tracker):
+            metrics = evaluate_nll(
+                pretrained.model,
+                pretrained.diffusion,
+                test,
+                e.nll_images,
+                e.nll_batch,
+                chunk_images=e.nll_chunk,
+                clip_denoised=e.clip_denoised,
+                seed=e.seed,
+                device=ctx.device,
+                run_chunks=job.run,
+            )
         if ctx.is_main:
             metrics.update(
                 cell=config.cell,
@@ -284,8 +307,6 @@ def _nll(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if not ctx.is_main:
         return 0
-    tracker = Tracker(config, "nll")
-    tracker.find_cell_run()
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
     print(
         f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
@@ -304,7 +325,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .launch import launch, workers_to_start
     from .sampling import Pretrained
     from .sharding import ChunkedJob, partial_dir
-    from .tracking import Tracker
     from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
@@ -315,32 +335,37 @@ def _evaluate(args: argparse.Namespace) -> int:
         return launch(nproc, args.argv)
     try:
         ctx = setup_distributed(args.device)
+        tracker = _cell_tracker(config, "evaluate", ctx.is_main)
         reference.device = ctx.device
         start = time.perf_counter()
+        curve_sample = dataclasses.replace(config.sample, clip_denoised=e.clip_denoised, seed=e.seed)
+        settings = _job_settings(  # the samples too: the Inception features are theirs
+            path, ckpt, sample=curve_sample, curve=e.curve, curve_samples=e.curve_samples,
+            samples=_file_id(args.samples),
+        )  # fmt: skip
+        job = ChunkedJob(partial_dir(args.out), settings, ctx, progress=not args.no_progress)
         metrics: dict = {}
-        if ctx.is_main:
-            metrics.update(reference.classifier_quality(samples))
-            metrics.update(reference.inception_fid(samples))
-        if e.curve_points:
-            pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
-            curve_sample = dataclasses.replace(config.sample, clip_denoised=e.clip_denoised, seed=e.seed)
-            settings = _job_settings(
-                path, ckpt, sample=curve_sample, curve=e.curve, curve_samples=e.curve_samples
+        with _system_metrics(tracker):
+            if ctx.is_main:
+                metrics.update(reference.classifier_quality(samples))
+            fid = reference.inception_fid(
+                samples, run_chunks=lambda n, f: job.sub("inception", f"inception {config.cell}").run(n, f)
             )
-            job = ChunkedJob(partial_dir(args.out), settings, ctx, progress=not args.no_progress)
-            unet = pretrained.model.config
-            metrics["step_curve"] = step_curve(
-                pretrained.model,
-                pretrained.diffusion,
-                curve_sample,
-                reference,
-                pretrained.image_shape,
-                e.curve_points,
-                e.curve_samples,
-                num_classes=unet.num_classes,
-                device=ctx.device,
-                point_chunks=lambda name: job.sub(name, f"step curve {config.cell} {name}").run,
-            )
+            metrics.update(fid or {})
+            if e.curve_points:
+                pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
+                metrics["step_curve"] = step_curve(
+                    pretrained.model,
+                    pretrained.diffusion,
+                    curve_sample,
+                    reference,
+                    pretrained.image_shape,
+                    e.curve_points,
+                    e.curve_samples,
+                    num_classes=pretrained.model.config.num_classes,
+                    device=ctx.device,
+                    point_chunks=lambda name: job.sub(name, f"step curve {config.cell} {name}").run,
+                )
         if ctx.is_main:
             metrics.update(
                 cell=config.cell,
@@ -350,14 +375,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             if config.model.class_cond:
                 metrics["guidance_scale"] = config.sample.guidance_scale
             write_json(args.out, metrics)
-        if e.curve_points:
-            job.finish()
+        job.finish()
     finally:
         cleanup_distributed()
     if not ctx.is_main:
         return 0
-    tracker = Tracker(config, "evaluate")
-    tracker.find_cell_run()
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
     for point in metrics.get("step_curve", []):
         tracker.log_metrics(

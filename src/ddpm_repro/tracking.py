@@ -15,12 +15,13 @@ DDPM_REPRO_TRACKING=0 (or tracking.enabled: false) turns tracking off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,11 +229,18 @@ class Tracker:
                 "log_artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path)
             )
 
-    def monitor_system(self, interval_s: float = 10.0) -> None:
-        """Log MLflow's system metrics to the run every `interval_s` seconds until `end`:
-        CPU and memory (psutil), GPU utilisation and memory where NVML can read them
+    @contextlib.contextmanager
+    def system_metrics(self, interval_s: float = 10.0) -> Iterator[None]:
+        """While the block runs, log MLflow's system metrics to the run every `interval_s`
+        seconds: CPU and memory (psutil), GPU utilisation and memory where NVML can read them
         (nvidia-ml-py; MLflow skips the GPU when there is none), as "system/<name>"."""
+        self._start_monitor(interval_s)
+        try:
+            yield
+        finally:
+            self._stop_monitor()
 
+    def _start_monitor(self, interval_s: float) -> None:
         def start() -> None:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -246,11 +254,13 @@ class Tracker:
         if self.run_id is not None:
             self._call("monitor_system", start)
 
-    def end(self, status: str = "FINISHED") -> None:
-        """Close the run with `status` (an MLflow run status: FINISHED, FAILED, KILLED)."""
+    def _stop_monitor(self) -> None:
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
             self._call("end system metrics", monitor.finish)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run with `status` (an MLflow run status: FINISHED, FAILED, KILLED)."""
         if self.run_id is not None:
             self._call("end", lambda: self._client.set_terminated(self.run_id, status))
 

@@ -234,3 +234,46 @@ def test_without_weights_fid_is_not_computed_and_says_why(tmp_path, monkeypatch,
     assert (out / INCEPTION_NOTE_FILE).read_text().strip() == metrics["inception_note"]
     fid = Reference(out).inception_fid(_tiny_split(2, 4))
     assert fid == {"fid_inception": None, "fid_note": metrics["inception_note"]}
+
+
+def test_fid_from_feature_chunks_equals_fid_in_one_piece(weights_home, tmp_path, monkeypatch):
+    # The evaluate stage computes the samples' Inception features in chunks that its workers
+    # share (sharding.ChunkedJob); the FID must not depend on the split.
+    from ddpm_repro.evaluation import reference as ref
+
+    monkeypatch.setenv("TORCH_HOME", str(weights_home))
+    _forbid_network(monkeypatch)
+    ref.build_reference(_tiny_split(0, 6), _tiny_split(1, 4), tmp_path, 1, 4, 1e-3, 0, 8)
+    samples = _tiny_split(2, 7)
+    whole = ref.Reference(tmp_path).inception_fid(samples)
+    monkeypatch.setattr(ref, "FEATURE_CHUNK", 3)  # chunks of 3, 3 and 1 samples
+    seen = []
+
+    def run_chunks(n, compute):
+        seen.append(n)
+        return [compute(k) for k in reversed(range(n))][::-1]  # computed in another order
+
+    chunked = ref.Reference(tmp_path).inception_fid(samples, run_chunks=run_chunks)
+    assert seen == [3] and chunked["fid_inception"] == pytest.approx(whole["fid_inception"], rel=1e-9)
+
+
+def test_fid_required_fails_up_front_and_never_is_never_computed(tmp_path, monkeypatch):
+    from ddpm_repro.evaluation.inception import InceptionUnavailable
+    from ddpm_repro.evaluation.reference import Reference, build_reference
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
+    _forbid_network(monkeypatch)
+    with pytest.raises(InceptionUnavailable, match="Inception weights not found at"):
+        build_reference(
+            _tiny_split(0, 6), _tiny_split(1, 4), tmp_path / "r", 1, 4, 1e-3, 0, 8, fid="required"
+        )
+    assert not (tmp_path / "r").exists()  # nothing was trained or written first
+    out = tmp_path / "never"
+    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, 1, 4, 1e-3, 0, 8, fid="never")
+    assert "inception" not in metrics
+    assert Reference(out, fid="never").inception_fid(_tiny_split(2, 4)) == {
+        "fid_inception": None,
+        "fid_note": "evaluate.fid is never",
+    }
+    with pytest.raises(InceptionUnavailable, match="evaluate.fid is required"):
+        Reference(out, fid="required")  # the missing statistics are named before any work

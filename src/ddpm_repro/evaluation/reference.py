@@ -5,6 +5,7 @@ read by `evaluate`."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from ..data.arrays import ImageArrays
 from ..io import atomic_write, write_text
+from ..sharding import RunChunks, run_in_process
 from .classifier import (
     classifier_from_state,
     classifier_state,
@@ -24,6 +26,7 @@ from .frechet import feature_statistics, frechet_distance
 from .inception import InceptionUnavailable, fid_from_features, inception_features, load_inception
 
 CLASSIFIER_FILE, STATS_FILE = "classifier.pt", "train_features.npz"
+FEATURE_CHUNK = 500  # samples per resumable chunk of Inception features
 INCEPTION_STATS_FILE, INCEPTION_NOTE_FILE = "inception_train.npz", "inception_unavailable.txt"
 
 
@@ -127,9 +130,12 @@ class Reference:
             out["per_class_accuracy"] = {str(k): float(hits[labels == k].mean()) for k in np.unique(labels)}
         return out
 
-    def inception_fid(self, samples: ImageArrays) -> dict:
+    def inception_fid(self, samples: ImageArrays, run_chunks: RunChunks | None = None) -> dict | None:
         """{"fid_inception": FID} against the training set, or None and the reason ("fid_note");
-        with fid "required", a missing piece raises InceptionUnavailable instead."""
+        with fid "required", a missing piece raises InceptionUnavailable instead. The samples'
+        Inception features are computed in chunks of FEATURE_CHUNK images by `run_chunks` (as
+        in sampling.generate: across workers, resumable; a worker that is not rank 0 gets
+        None back); by default all here."""
         if self.fid == "never":
             return {"fid_inception": None, "fid_note": "evaluate.fid is never"}
         stats_path, note_path = self.dir / INCEPTION_STATS_FILE, self.dir / INCEPTION_NOTE_FILE
@@ -146,6 +152,15 @@ class Reference:
             if self.fid == "required":
                 raise
             return {"fid_inception": None, "fid_note": str(exc)}
+        images = samples.images
+
+        def chunk(k: int) -> dict[str, np.ndarray]:
+            part = images[k * FEATURE_CHUNK : (k + 1) * FEATURE_CHUNK]
+            return {"features": inception_features(part, net, device=self.device)}
+
+        parts = (run_chunks or run_in_process)(math.ceil(len(images) / FEATURE_CHUNK), chunk)
+        if parts is None:
+            return None
+        feats = np.concatenate([p["features"] for p in parts])
         with np.load(stats_path) as stats:
-            feats = inception_features(samples.images, net, device=self.device)
             return {"fid_inception": fid_from_features(feats, stats["mu"], stats["sigma"])}
