@@ -21,23 +21,23 @@ from ddpm_repro.regression import compare, format_table, load_pins, read_metrics
 from .conftest import REPO, VENV_BIN, copy_repo, pipeline_env, run, stages_run
 
 SMOKE = REPO / "pipelines" / "smoke" / "params.yaml"
-# The 2-worker run trains both schedules with the objectives whose training differs most
-# between processes (hybrid; vlb: the importance sampler's history is all-gathered), and the
-# class-conditional cell (labels, guidance): every stage, in fewer cells, to keep CI short.
-CELLS = [f"{s}-{loss}" for s in ("linear", "cosine") for loss in ("hybrid", "vlb")]
+# The 2-worker run trains vlb on both schedules (the importance sampler's history is
+# all-gathered between the processes) and the class-conditional cosine-hybrid cell (labels,
+# guidance, a learned variance): every stage, in fewer cells, to keep CI short.
+CELLS = [f"{s}-vlb" for s in ("linear", "cosine")]
 WORKER_STAGES = ("train", "sample", "nll", "evaluate")
 UNTRACKED = pipeline_env(DDPM_REPRO_TRACKING="0")
 
 
 @pytest.fixture(scope="module")
 def two_worker_repo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The smoke pipeline with train.nproc: 2 and grid.losses [hybrid, vlb], run by plain `dvc repro`."""
+    """The smoke pipeline with train.nproc: 2 and grid.losses [vlb], run by plain `dvc repro`."""
     repo = copy_repo(tmp_path_factory.mktemp("nproc2") / "repo")
     params = (repo / "params.yaml").read_text()
     assert "  nproc: auto" in params and "  - simple\n  - hybrid\n  - vlb\n  - aux\n" in params
     params = params.replace("  nproc: auto", "  nproc: 2")
     (repo / "params.yaml").write_text(
-        params.replace("  - simple\n  - hybrid\n  - vlb\n  - aux\n", "  - hybrid\n  - vlb\n")
+        params.replace("  - simple\n  - hybrid\n  - vlb\n  - aux\n", "  - vlb\n")
     )
     result = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0", DDPM_REPRO_LOG_INTERVAL="0")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -128,7 +128,7 @@ def _killed_after(cmd: list[str], out: Path, chunks: int) -> None:
     assert not out.exists() and _chunks(out) >= chunks
 
 
-@pytest.mark.parametrize(("kind", "nproc"), [("sample", 1), ("sample", 2), ("nll", 1), ("evaluate", 2)])
+@pytest.mark.parametrize(("kind", "nproc"), [("sample", 2), ("nll", 1), ("evaluate", 2)])
 def test_a_sigkill_resumes_to_the_same_output(kind, nproc, smoke_repo, tmp_path):
     expected = tmp_path / "whole" / "out"
     expected.parent.mkdir()
@@ -211,7 +211,7 @@ def test_a_cell_run_gets_system_metrics(tmp_path, digits_npz):
     args = ["ddpm-repro", "train", "--params", str(SMOKE), "--cell", "linear-simple", "--no-progress"]
     args += [
         "--set",
-        "train.steps=400",
+        "train.steps=200",
         "--data",
         str(digits_npz),
         "--checkpoint-dir",
