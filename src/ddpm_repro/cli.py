@@ -386,7 +386,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             {f"fd_{point['method']}": point["fd_classifier"]}, step=point["steps"], prefix="curve/"
         )
     fid = metrics.get("fid_inception")
-    fid_text = f", FID {fid:.2f}" if fid is not None else f", FID not computed ({metrics.get('fid_note')})"
+    fid_text = f", FID {fid:.2f}" if fid is not None else f", FID: {metrics.get('fid_note')}"
     print(f"{config.cell}: FD {metrics['fd_classifier']:.3f}{fid_text} -> {args.out}")
     return 0
 
