@@ -13,6 +13,7 @@ import socket  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from ddpm_repro.config import Config, config_from_dict  # noqa: E402
 from ddpm_repro.diffusion import (  # noqa: E402
     GaussianDiffusion,
     LossType,
@@ -52,3 +53,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def tiny_config(**sections) -> Config:
+    """A seconds-long training config on the tiny preset; sections override keys."""
+    base = {
+        "model": {"preset": "tiny", "dropout": 0.1},
+        "diffusion": {
+            "schedule": "cosine",
+            "timesteps": 20,
+            "loss": "vlb",
+            "var_type": "learned_range",
+            "timestep_sampler": "loss-second-moment",
+        },
+        "train": {
+            "steps": 24,
+            "batch_size": 32,
+            "microbatch": 16,
+            "lr": 1e-3,
+            "warmup_steps": 5,
+            "ema_rate": 0.99,
+            "log_every": 4,
+            "checkpoint_every": 6,
+            "keep_checkpoints": 3,
+            "device": "cpu",
+            "seed": 3,
+        },
+        "sample": {"num_samples": 6, "batch_size": 4, "steps": "10"},
+    }
+    for name, values in sections.items():
+        base[name] = {**base[name], **values}
+    return config_from_dict(base)

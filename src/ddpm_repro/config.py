@@ -57,7 +57,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """The process and objective of one grid cell (DESIGN.md, "One grid cell")."""
+    """The process and objective of one grid cell (README, "The pipeline": the cell table)."""
 
     schedule: str = "cosine"
     timesteps: int = 1000
@@ -66,7 +66,7 @@ class DiffusionConfig:
     loss: LossType = LossType.HYBRID
     hybrid_lambda: float = 0.001
     aux_lambda: float = 0.001
-    aux_variance: AuxVariance = AuxVariance.DECODER
+    aux_variance: AuxVariance = AuxVariance.POSTERIOR
     timestep_sampler: str = "uniform"
     variant: str = ""  # the `losses` entry this cell trains, when not named after its objective
 
@@ -181,7 +181,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossSettings:
-    """One entry of `losses:` (DESIGN.md, "One grid cell"): an objective and what it needs.
+    """One entry of `losses:` (README, "The pipeline": the cell table): an objective and what it needs.
 
     An entry named after an objective (simple, hybrid, vlb, aux) trains that objective; any
     other name (e.g. DDPM Table 2's `mean-vlb-learned`) must set `objective`. Unset keys take
@@ -201,7 +201,13 @@ DEFAULT_LOSSES = {
     "simple": LossSettings(var_type=ModelVarType.FIXED_LARGE),
     "hybrid": LossSettings(var_type=ModelVarType.LEARNED_RANGE, hybrid_lambda=0.001),
     "vlb": LossSettings(var_type=ModelVarType.LEARNED_RANGE, timestep_sampler="loss-second-moment"),
-    "aux": LossSettings(var_type=ModelVarType.LEARNED_RANGE, aux_lambda=0.001),
+    # vlb's sampler, so that the aux and vlb cells differ only in the objective
+    "aux": LossSettings(
+        var_type=ModelVarType.LEARNED_RANGE,
+        timestep_sampler="loss-second-moment",
+        aux_lambda=0.001,
+        aux_variance=AuxVariance.POSTERIOR,
+    ),
 }
 
 

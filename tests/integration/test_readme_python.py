@@ -10,7 +10,7 @@ from ddpm_repro.config import ConfigError
 from ddpm_repro.sampling import Pretrained
 from ddpm_repro.training import Trainer
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -15,8 +15,7 @@ from ddpm_repro.training import (
 )
 from ddpm_repro.training.checkpoint import load_latest
 
-from ..conftest import free_port
-from .conftest import tiny_config
+from ..conftest import free_port, tiny_config
 
 
 def state(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -217,10 +216,19 @@ def test_callbacks_receive_metrics_every_log_every_steps_and_each_checkpoint(tmp
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, digits_train):
-    trainer = Trainer(tiny_config(train={"steps": 3, "bf16": True}), digits_train, tmp_path, progress=False)
-    result = trainer.run()
-    assert result.step == 3 and all(torch.isfinite(p).all() for p in trainer.model.parameters())
-    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
+    # The same seed in fp32 and bf16: if train.bf16 were ignored the weights would be
+    # bit-identical; bf16 must change them, slightly, and keep fp32 master weights.
+    runs = {}
+    for bf16 in (False, True):
+        trainer = Trainer(
+            tiny_config(train={"steps": 3, "bf16": bf16}), digits_train, tmp_path / str(bf16), progress=False
+        )
+        runs[bf16] = (trainer.run(), [p.detach().clone() for p in trainer.model.parameters()])
+    (fp32, w32), (bf16, w16) = runs[False], runs[True]
+    assert bf16.step == 3 and all(torch.isfinite(p).all() for p in w16)
+    assert all(p.dtype == torch.float32 for p in w16)  # master weights stay fp32
+    assert any(not torch.equal(a, b) for a, b in zip(w32, w16, strict=True))  # bf16 really ran
+    assert bf16.metrics["loss"] == pytest.approx(fp32.metrics["loss"], rel=0.1)
 
 
 @pytest.mark.parametrize(

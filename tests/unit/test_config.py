@@ -1,9 +1,14 @@
 """params.yaml -> typed Config: unknown keys, wrong types and bad values are named."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from ddpm_repro.config import ConfigError, config_from_dict, config_to_dict, load_config
-from ddpm_repro.diffusion import LossType, ModelVarType
+from ddpm_repro.diffusion import GaussianDiffusion, LossType, ModelVarType
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_round_trip():
@@ -77,10 +82,21 @@ def test_named_loss_entries_resolve_their_cell():
     assert config_from_dict(config_to_dict(cfg)).cell == "linear-mean-vlb-fixed"
 
 
-def test_aux_variance_is_a_loss_setting():
-    cfg = config_from_dict({"losses": {"aux": {"aux_variance": "posterior"}}}, cell="cosine-aux")
-    assert cfg.diffusion.aux_variance.value == "posterior"
-    assert config_from_dict({}, cell="cosine-aux").diffusion.aux_variance.value == "decoder"
+def test_aux_variance_is_a_loss_setting_with_one_default_everywhere():
+    cfg = config_from_dict({"losses": {"aux": {"aux_variance": "model"}}}, cell="cosine-aux")
+    assert cfg.diffusion.aux_variance.value == "model"
+    # the library, the config and every profile's params agree on the default form, and
+    # aux samples t like vlb, so the two cells differ only in the objective
+    default = config_from_dict({}, cell="cosine-aux").diffusion
+    assert default.aux_variance is GaussianDiffusion.__init__.__kwdefaults__["aux_variance"]
+    for params in [REPO / "params.yaml", *sorted((REPO / "pipelines").glob("*/params.yaml"))]:
+        data = yaml.safe_load(params.read_text())
+        if "aux" not in data.get("losses", {}):
+            continue
+        cfg = config_from_dict(data, cell="cosine-aux")
+        assert cfg.diffusion.aux_variance is default.aux_variance, params
+        vlb = config_from_dict(data, cell="cosine-vlb").diffusion
+        assert cfg.diffusion.timestep_sampler == vlb.timestep_sampler == default.timestep_sampler, params
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Every public function, class and method in src/ddpm_repro says what it does (STYLE.md 6):
+"""Every public function, class and method in src/ddpm_repro says what it does:
 public means a name without a leading "_", and a docstring of a few words at least."""
 
 import ast

@@ -87,3 +87,18 @@ def test_gradients_stay_finite_and_right_far_in_the_tails():
     assert logp.dtype == torch.float32 and torch.isfinite(means.grad).all()
     expected = -(x - means.detach()) / 0.01**2
     torch.testing.assert_close(means.grad, expected, rtol=1e-3, atol=0)
+
+
+def test_min_prob_floors_each_bin_and_cuts_only_the_floored_gradients():
+    x = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64)
+    means = torch.tensor([0.0, 0.9, 0.5], dtype=torch.float64, requires_grad=True)
+    log_scales = torch.full((3,), math.log(0.01), dtype=torch.float64)
+    exact = discretized_gaussian_log_likelihood(x, means, log_scales)
+    floored = discretized_gaussian_log_likelihood(x, means, log_scales, min_prob=1e-12)
+    assert exact[1] < math.log(1e-12)  # 90 standard deviations off
+    assert floored[1].item() == pytest.approx(math.log(1e-12))
+    torch.testing.assert_close(floored[[0, 2]], exact[[0, 2]], rtol=0, atol=0)  # near pixels: exact
+    (grad,) = torch.autograd.grad(floored.sum(), means)
+    assert grad[1] == 0 and abs(grad[0]) < 1e-9  # floored: none; at the mode: zero by symmetry
+    (grad_exact,) = torch.autograd.grad(exact.sum(), means)
+    assert grad_exact[1] < 0  # the exact one pulls the mean back

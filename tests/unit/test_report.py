@@ -121,6 +121,9 @@ def test_paper_numbers_stand_beside_ours_in_the_right_rows(full):
     d3pm = table_rows(md, "The auxiliary loss beside D3PM")
     assert d3pm["linear-vlb"][5:] == ["Gauss, L_vb", "3.966", "7.75", "15.30"]
     assert d3pm["cosine-aux (extension)"][5:] == ["Gauss, L_lambda=0.001", "3.975", "8.54", "8.34"]
+    # the caption says which x_0-distribution and which timestep samplers ran
+    assert "under the 'posterior' x_0-distribution" in md
+    assert "'loss-second-moment' for aux and 'loss-second-moment' for vlb" in md
     assert "Not the papers' setting" in md and "profile `default`" in md and "T = 1000" in md
 
 

@@ -72,10 +72,31 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_biggan_updown_and_additive_embedding_variants_run():
-    cfg = preset("tiny", resblock_updown=True, use_scale_shift_norm=False)
-    x = torch.randn(2, 1, 8, 8)
-    assert UNet(cfg)(x, torch.tensor([1, 2])).shape == x.shape
+def test_biggan_updown_and_additive_embedding_variants_change_the_network():
+    # Each variant builds a different network (up/down in residual blocks; t added to the
+    # features instead of scaling them), and its output, with the same trained-like weights
+    # where the parameters match, depends on t and differs from the default's.
+    torch.manual_seed(0)
+    base_cfg = preset("tiny")
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 500])
+    base = UNet(base_cfg)
+    perturb(base)
+    outputs = {}
+    for name, cfg in {
+        "updown": base_cfg.replace(resblock_updown=True),
+        "additive": base_cfg.replace(use_scale_shift_norm=False),
+    }.items():
+        model = UNet(cfg)
+        assert set(model.state_dict()) != set(base.state_dict()) or any(
+            a.shape != b.shape
+            for a, b in zip(model.state_dict().values(), base.state_dict().values(), strict=True)
+        ), name
+        perturb(model)
+        out = model(x, t)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert not torch.allclose(out[0], model(x, torch.tensor([500, 500]))[0]), name  # uses t
+        outputs[name] = out
+    assert not torch.allclose(outputs["updown"], outputs["additive"])
 
 
 def test_attention_splits_heads_before_q_k_v():
@@ -100,11 +121,19 @@ def test_timestep_embedding_is_cos_then_sin():
     assert torch.equal(emb[0, :3], torch.ones(3))
 
 
-def test_bf16_autocast_forward_on_cpu():
+def test_bf16_autocast_forward_on_cpu_is_bf16_and_close_to_fp32():
+    torch.manual_seed(0)
     model = UNet(preset("tiny"))
+    perturb(model)  # the zero-initialised output conv would make every output exactly 0
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
+    ref = model(x, t)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(torch.randn(2, 1, 8, 8), torch.tensor([1, 2]))
-    assert torch.isfinite(out.float()).all()
+        out = model(x, t)
+    assert out.dtype == torch.bfloat16  # autocast really ran the convolutions in bf16
+    assert ref.abs().max() > 0.1 and torch.isfinite(out.float()).all()
+    # bf16 keeps 8 bits of mantissa: within a few percent of fp32, not equal to it
+    rel = (out.float() - ref).norm() / ref.norm()
+    assert 0 < rel < 0.05
 
 
 @pytest.mark.parametrize(

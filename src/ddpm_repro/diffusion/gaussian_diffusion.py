@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .likelihood import NATS_TO_BITS, discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .likelihood import (
+    NATS_TO_BITS,
+    TRAIN_MIN_BIN_PROB,
+    discretized_gaussian_log_likelihood,
+    mean_flat,
+    normal_kl,
+)
 
 Model = Callable[..., Tensor]
 
@@ -34,7 +40,7 @@ class ModelMeanType(enum.Enum):
 
 
 class ModelVarType(enum.Enum):
-    """How the variance of p(x_{t-1} | x_t) is chosen (DESIGN.md, Improved DDPM sec. 3.1)."""
+    """How the variance of p(x_{t-1} | x_t) is chosen (DDPM sec. 3.2; Improved DDPM sec. 3.1)."""
 
     FIXED_SMALL = "fixed_small"  # beta~_t, the posterior variance (DDPM sec. 3.2)
     FIXED_LARGE = "fixed_large"  # beta_t (DDPM sec. 3.2)
@@ -63,18 +69,28 @@ class LossType(enum.Enum):
 
 
 class AuxVariance(enum.Enum):
-    """The variance of p~(x_0 | x_t) in the AUX loss's A_t (this project's extension).
+    """The x_0-distribution p~(x_0 | x_t) = N(x0_mean, v_t) scored by the AUX loss's A_t.
 
-    DECODER: the decoder's variance (the model's variance at t = 0) at every t, as
-    DESIGN.md states it; the x_0 error at large t is then weighted by ~1/beta_1, which
-    swamps L_t on a short run. POSTERIOR: the variance of x_0 given x_t under a unit
-    Gaussian prior on x_0, 1 - alpha_bar_t, around the x_0 prediction clipped to [-1, 1]:
-    A_t stays bounded (a squared error of at most 4 over 2 (1 - alpha_bar_t) per dim). Both
-    keep the decoder at t = 0, so that A_0 = L_0 (D3PM's condition).
+    MODEL (D3PM's own): the x_0-distribution that the model's reverse step implies. Pushed
+    through q(x_{t-1} | x_t, x_0) = N(c1 x_0 + c2 x_t, beta~_t) (DDPM eq. 7),
+    N(x_0; x0_hat, v) gives N(x_{t-1}; c1 x0_hat + c2 x_t, beta~_t + c1^2 v), which is
+    p_theta(x_{t-1} | x_t) = N(mu_theta, Sigma_theta) exactly when
+        v_t = (Sigma_theta(x_t, t) - beta~_t) / c1_t^2,
+    with the unclipped x_0 prediction as its mean. Gradients reach the mean and the variance
+    output. At t = 0, c1 = 1 and beta~ = 0, so v_0 is the decoder's variance and A_0 = L_0.
+    See `GaussianDiffusion.implied_xstart_variance` for the floor that keeps v_t > 0.
+    POSTERIOR: N(clip(x0_hat), 1 - alpha_bar_t) for t > 0. Since (beta_t - beta~_t) / c1^2 =
+    1 - alpha_bar_t, this is MODEL's distribution for the fixed Sigma = beta_t (the top of
+    LEARNED_RANGE), whatever variance the model learned; the clip gives no gradient where
+    |x0_hat| > 1. With a fixed variance, lambda T A_t is an eps-MSE weighted by 1 / alpha_bar_t.
+    DECODER: the decoder's variance (the model's variance output read at t = 0, through a
+    stop-gradient) at every t; the x_0 error at large t is then weighted by ~1 / beta_1.
+    All three give A_0 = L_0 (D3PM's condition at the first step).
     """
 
-    DECODER = "decoder"
+    MODEL = "model"
     POSTERIOR = "posterior"
+    DECODER = "decoder"
 
 
 def _progress(iterable: Iterable[int], enabled: bool, desc: str, total: int) -> Iterable[int]:
@@ -112,7 +128,7 @@ class GaussianDiffusion:
         loss_type: LossType,
         hybrid_lambda: float = 1e-3,
         aux_lambda: float = 1e-3,
-        aux_variance: AuxVariance = AuxVariance.DECODER,
+        aux_variance: AuxVariance = AuxVariance.POSTERIOR,
         timestep_map: Sequence[int] | None = None,
     ) -> None:
         for name, value, kind in (
@@ -178,10 +194,17 @@ class GaussianDiffusion:
             # DDPM eq. 7: mu~_t = coef1 x_0 + coef2 x_t
             "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
-            # FIXED_LARGE: beta_t, with beta~ at t = 0 (DESIGN.md)
+            # FIXED_LARGE: beta_t, with beta~_1 at t = 0 (Improved DDPM's code: a better decoder NLL)
             "large_variance": np.append(posterior_variance[1], betas[1:]),
         }
         self._coefs["large_log_variance"] = np.log(self._coefs["large_variance"])
+        # AuxVariance.MODEL: v_t = (Sigma - beta~_t) / c1^2 = a_t expm1(log Sigma - log beta~c_t) + b_t
+        # with beta~c the clipped beta~ (equal to beta~ for t >= 1), free of the cancellation
+        # of Sigma - beta~ in float32 where beta_t ~ beta~_t (large t).
+        c1_sq = self._coefs["posterior_mean_coef1"] ** 2
+        self._coefs["aux_excess_scale"] = posterior_variance_clipped / c1_sq
+        self._coefs["aux_excess_offset"] = (posterior_variance_clipped - posterior_variance) / c1_sq
+        self._coefs["log_variance_range"] = np.log(betas) - np.log(posterior_variance_clipped)
         self._device_cache: dict[torch.device, dict[str, Tensor]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -319,6 +342,51 @@ class GaussianDiffusion:
         max_log = self._extract("log_betas", t, x_t)
         return frac * max_log + (1.0 - frac) * min_log
 
+    def implied_xstart_variance(self, var_values: Tensor, t: Tensor, x_t: Tensor) -> Tensor:
+        """v_t [N, C, H, W], the x_0-variance that the model's learned Sigma_theta implies
+        (`AuxVariance.MODEL`): N(x_0; x0_hat, v_t) pushed through q(x_{t-1} | x_t, x_0) is
+        N(c1 x0_hat + c2 x_t, beta~_t + c1^2 v_t) = p_theta(x_{t-1} | x_t), so
+        v_t = (Sigma_theta - beta~_t) / c1_t^2 (DDPM eq. 7; Improved DDPM eq. 15 for Sigma).
+
+        Computed as (beta~_t / c1^2) expm1(log Sigma - log beta~_t): at large t, beta_t and
+        beta~_t agree to ~1e-6 relative, and Sigma - beta~_t in float32 would lose most digits.
+        LEARNED_RANGE with v < 0 in eq. 15 puts Sigma below beta~_t and v_t below 0; for
+        t >= 1 v_t is floored at beta~_1, the decoder's smallest in-range variance (x_t holds
+        no more information on x_0 than x_1 does). The floor is straight-through: the value is
+        max(v_t, beta~_1), the gradient that of v_t, so the variance output is never cut off
+        from A_t. At t = 0 there is no floor: v_0 = Sigma_theta(x_1, 1) > 0, the decoder's.
+
+        var_values: the model's variance channels [N, C, H, W]; t: int64 [N].
+        """
+        if self.model_var_type is ModelVarType.LEARNED_RANGE:
+            excess = (var_values + 1.0) / 2.0 * self._extract("log_variance_range", t, x_t)
+        elif self.model_var_type is ModelVarType.LEARNED:
+            excess = var_values - self._extract("posterior_log_variance_clipped", t, x_t)
+        else:
+            raise ValueError(f"a {self.model_var_type.name} variance implies no x_0-variance to learn")
+        v = self._extract("aux_excess_scale", t, x_t) * torch.expm1(excess)
+        v = v + self._extract("aux_excess_offset", t, x_t)
+        floor = (t > 0).to(v.dtype) * float(self._coefs["posterior_variance_clipped"][0])
+        floor = floor.reshape(t.shape + (1,) * (v.ndim - 1))
+        return v + (torch.maximum(v, floor) - v).detach()
+
+    def _aux_xstart_distribution(
+        self, p_out: dict[str, Tensor], var_values: Tensor, t: Tensor, x_t: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(mean, log-variance) of p~(x_0 | x_t) in A_t, for `aux_variance` (see `AuxVariance`);
+        p_out from the unclipped x_0 prediction."""
+        x0_mean = p_out["pred_xstart"]
+        if self.aux_variance is AuxVariance.MODEL:
+            return x0_mean, torch.log(self.implied_xstart_variance(var_values, t, x_t))
+        log_variance = self._model_log_variance(var_values.detach(), torch.zeros_like(t), x_t)
+        if self.aux_variance is AuxVariance.POSTERIOR:
+            # t = 0 keeps the decoder (A_0 = L_0); later t: N(clip(x0_hat), 1 - alpha_bar_t).
+            later = t.view(-1, 1, 1, 1) > 0
+            prior_log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_t)
+            log_variance = torch.where(later, prior_log_variance, log_variance)
+            x0_mean = torch.where(later, x0_mean.clamp(-1, 1), x0_mean)
+        return x0_mean, log_variance
+
     def _split_output(self, model_output: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.model_var_type.is_learned:
             mean_out, var_values = torch.chunk(model_output, 2, dim=1)
@@ -382,9 +450,12 @@ class GaussianDiffusion:
         return self.p_mean_variance_from_output(out, x_t, t, clip_denoised)
 
     # ------------------------------------------------------------ the bound
-    def _vb_terms_bpd(self, p_out: dict[str, Tensor], x_start: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def _vb_terms_bpd(
+        self, p_out: dict[str, Tensor], x_start: Tensor, x_t: Tensor, t: Tensor, min_prob: float = 0.0
+    ) -> Tensor:
         """L_t in bits/dim, [N]: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0 (DDPM
-        eq. 5), and the decoder NLL L_0 = -log p(x_0 | x_1) over 256 bins at t = 0."""
+        eq. 5), and the decoder NLL L_0 = -log p(x_0 | x_1) over 256 bins at t = 0, each bin's
+        probability floored at min_prob (training) or exact (0, the reported bound)."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
         kl = normal_kl(true_mean, true_log_variance, p_out["mean"], p_out["log_variance"])
         terms = mean_flat(kl) * NATS_TO_BITS
@@ -392,7 +463,7 @@ class GaussianDiffusion:
         if len(first):
             log_scales = 0.5 * p_out["log_variance"].expand_as(x_start)[first]
             decoder_nll = -discretized_gaussian_log_likelihood(
-                x_start[first], means=p_out["mean"][first], log_scales=log_scales
+                x_start[first], means=p_out["mean"][first], log_scales=log_scales, min_prob=min_prob
             )
             terms = terms.index_put((first,), mean_flat(decoder_nll) * NATS_TO_BITS)
         return terms
@@ -425,11 +496,12 @@ class GaussianDiffusion:
 
         SIMPLE: mse. VLB: T L_t. HYBRID: mse + lambda T L_t where L_t sees the mean through
         a stop-gradient (Improved DDPM sec. 3.1). AUX: T (L_t + lambda A_t) with
-        A_t = -log p~(x_0 | x_t), the discretised Gaussian NLL of x_0 around the model's
-        direct x_0 prediction with the variance `aux_variance` names (the decoder's: the
-        variance the model would give at t = 0, read from its output at t through a
-        stop-gradient), so that A_0 = L_0 (D3PM eq. 5; applying it to Gaussian diffusion is
-        this project's extension).
+        A_t = -log p~(x_0 | x_t), the discretised Gaussian NLL of x_0 under the
+        x_0-distribution `aux_variance` names (MODEL: the one whose push through
+        q(x_{t-1} | x_t, x_0) is the model's own reverse step), so that A_0 = L_0 (D3PM
+        eq. 5; applying it to Gaussian diffusion is this project's extension). Training floors
+        each 8-bit bin's probability in L_0 and A_t at `TRAIN_MIN_BIN_PROB` (the reported bound,
+        `calc_bpd_loop`, is exact).
         """
         noise = self._noise_like(x_start, noise, generator)
         x_t = self.q_sample(x_start, t, noise=noise)
@@ -455,26 +527,22 @@ class GaussianDiffusion:
         else:
             vb_output = model_output
         p_out = self.p_mean_variance_from_output(vb_output, x_t, t, clip_denoised=False)
-        terms["vb"] = self._vb_terms_bpd(p_out, x_start, x_t, t)
+        terms["vb"] = self._vb_terms_bpd(p_out, x_start, x_t, t, min_prob=TRAIN_MIN_BIN_PROB)
 
         if self.loss_type is LossType.VLB:
             terms["loss"] = T * terms["vb"]
         elif self.loss_type is LossType.HYBRID:
             terms["loss"] = terms["mse"] + self.hybrid_lambda * T * terms["vb"]
         else:  # AUX
-            t0 = torch.zeros_like(t)
-            log_variance = self._model_log_variance(var_values.detach(), t0, x_t)
-            x0_mean = p_out["pred_xstart"]
-            if self.aux_variance is AuxVariance.POSTERIOR:
-                # t = 0 keeps the decoder (A_0 = L_0); later t: N(clip(x0_hat), 1 - alpha_bar_t).
-                later = t.view(-1, 1, 1, 1) > 0
-                prior_log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_t)
-                log_variance = torch.where(later, prior_log_variance, log_variance)
-                x0_mean = torch.where(later, x0_mean.clamp(-1, 1), x0_mean)
+            assert var_values is not None  # AUX needs a learned variance (checked in __init__)
+            x0_mean, log_variance = self._aux_xstart_distribution(p_out, var_values, t, x_t)
             terms["aux"] = (
                 -mean_flat(
                     discretized_gaussian_log_likelihood(
-                        x_start, means=x0_mean, log_scales=0.5 * log_variance.expand_as(x_start)
+                        x_start,
+                        means=x0_mean,
+                        log_scales=0.5 * log_variance.expand_as(x_start),
+                        min_prob=TRAIN_MIN_BIN_PROB,
                     )
                 )
                 * NATS_TO_BITS

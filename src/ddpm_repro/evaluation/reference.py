@@ -108,10 +108,19 @@ class Reference:
                 raise FileNotFoundError(f"reference file '{ref / name}' not found; run the reference stage")
         self.dir, self.device, self.fid = ref, device, fid
         if fid == "required" and not (ref / INCEPTION_STATS_FILE).is_file():
-            self.inception_fid(ImageArrays(np.zeros((0, 1, 1, 1), np.uint8), np.zeros(0, np.int64)))
+            raise self._missing_statistics()  # before any work, not after the samples' features
         self.classifier = classifier_from_state(torch.load(ref / CLASSIFIER_FILE, weights_only=True))
         with np.load(ref / STATS_FILE) as stats:
             self.mu, self.sigma = stats["mu"], stats["sigma"]
+
+    def _skip_note(self) -> str:
+        note_path = self.dir / INCEPTION_NOTE_FILE
+        return note_path.read_text().strip() if note_path.is_file() else "the reference stage skipped it"
+
+    def _missing_statistics(self) -> InceptionUnavailable:
+        return InceptionUnavailable(
+            f"evaluate.fid is required, but '{self.dir}' has no Inception statistics: {self._skip_note()}"
+        )
 
     def classifier_quality(self, samples: ImageArrays) -> dict:
         """FD to the training features and IS analogue in the classifier's features; for
@@ -138,14 +147,11 @@ class Reference:
         None back); by default all here."""
         if self.fid == "never":
             return {"fid_inception": None, "fid_note": "evaluate.fid is never"}
-        stats_path, note_path = self.dir / INCEPTION_STATS_FILE, self.dir / INCEPTION_NOTE_FILE
+        stats_path = self.dir / INCEPTION_STATS_FILE
         if not stats_path.is_file():
-            note = note_path.read_text().strip() if note_path.is_file() else "the reference stage skipped it"
             if self.fid == "required":
-                raise InceptionUnavailable(
-                    f"evaluate.fid is required, but '{self.dir}' has no Inception statistics: {note}"
-                )
-            return {"fid_inception": None, "fid_note": note}
+                raise self._missing_statistics()
+            return {"fid_inception": None, "fid_note": self._skip_note()}
         try:
             net = load_inception(self.device)
         except InceptionUnavailable as exc:

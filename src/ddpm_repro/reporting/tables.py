@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import Config
 from .cells import NOT_COMPUTED, class_names
@@ -95,6 +96,12 @@ def main_table(config: Config, rows: list[dict]) -> Table:
     return Table(header, body, caption, "ll" + "r" * 9)
 
 
+def _loss_setting(config: Config, entry: str, key: str) -> Any:
+    """A `losses` entry's setting, or the diffusion section's where the entry leaves it unset."""
+    value = getattr(config.losses.get(entry), key, None)
+    return getattr(config.diffusion, key) if value is None else value
+
+
 def d3pm_table(config: Config, rows: list[dict]) -> Table:
     """The vlb and aux cells beside D3PM Table 3's discretized-Gaussian rows."""
     body = [
@@ -111,10 +118,14 @@ def d3pm_table(config: Config, rows: list[dict]) -> Table:
     ]
     header = ["cell", "NLL (bits/dim)", "FD (classifier)", "IS (classifier)", "FID (Inception)"]
     header += ["D3PM row", "D3PM NLL", "D3PM IS", "D3PM FID"]
+    form = _loss_setting(config, "aux", "aux_variance")
     caption = (
         f"L_vlb and the auxiliary loss ({setting(config)}) beside D3PM Table 3 (CIFAR-10, discrete "
         "diffusion with discretized-Gaussian transitions). Applying the auxiliary term to continuous "
-        "Gaussian diffusion is this project's extension."
+        f"Gaussian diffusion is this project's extension. A_t scores x_0 under the '{form.value}' "
+        'x_0-distribution (README, "Modifications"); timesteps are drawn by '
+        f"'{_loss_setting(config, 'aux', 'timestep_sampler')}' for aux and "
+        f"'{_loss_setting(config, 'vlb', 'timestep_sampler')}' for vlb."
     )
     return Table(header, body, caption, "lrrrrlrrr")
 

@@ -1,5 +1,6 @@
-"""Exponential moving average of the weights, with warm-up (DESIGN.md): at step n the rate
-is min(rate, (1 + n) / (10 + n)), so short runs sample from weights that have moved."""
+"""Exponential moving average of the weights, with warm-up (the num_updates rule of
+TensorFlow's ExponentialMovingAverage): at step n the rate is min(rate, (1 + n) / (10 + n)),
+so short runs sample from weights that have moved."""
 
 from __future__ import annotations
 

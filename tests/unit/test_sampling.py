@@ -10,7 +10,7 @@ from ddpm_repro.data import load_arrays
 from ddpm_repro.models import UNet, preset
 from ddpm_repro.sampling import GuidedModel, generate, save_grid, save_samples
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
 
 def trained_like(model: torch.nn.Module) -> torch.nn.Module:
