@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_arrays
     from .io import write_json, write_text
-    from .launch import launch, workers_to_start
+    from .launch import workers_to_start
     from .training import Trainer
     from .training.distributed import cleanup_distributed
     from .training.metrics_log import CsvMetricsLog
@@ -101,7 +102,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.params, args.set, args.cell)  # every key checked before any work
     data = load_arrays(args.data)
     if nproc := workers_to_start(config.train.nproc, config.train.device):
-        return launch(nproc, args.argv)
+        return _launch(args, nproc)
     start = time.perf_counter()
     try:
         trainer = Trainer(
@@ -125,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
                 write_text(run_file, run_id)
             callbacks = [log, tracker]
         trainer.callbacks = tuple(callbacks)
+        first_step = trainer.step
         try:
             with _system_metrics(tracker):
                 result = trainer.run()
@@ -136,6 +138,7 @@ def _train(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if not trainer.ctx.is_main:
         return 0
+    args.images = (result.step - first_step) * config.train.batch_size
     # A run resumed at its last step trained nothing now: its final metrics are the log's last row.
     last = result.metrics or log.last()
     final = {
@@ -223,14 +226,14 @@ def _job_settings(path: Path, ckpt: dict, **settings) -> dict:
 def _sample(args: argparse.Namespace) -> int:
     """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid; in
     resumable chunks, across train.nproc workers."""
-    from .launch import launch, workers_to_start
+    from .launch import workers_to_start
     from .sampling import Pretrained, save_grid, save_samples
     from .sharding import ChunkedJob, partial_dir
     from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
     if nproc := workers_to_start(config.train.nproc, args.device):
-        return launch(nproc, args.argv)
+        return _launch(args, nproc)
     try:
         ctx = setup_distributed(args.device)
         tracker = _cell_tracker(config, "sample", ctx.is_main)
@@ -253,6 +256,7 @@ def _sample(args: argparse.Namespace) -> int:
     tracker.log_metrics({"num_samples": len(samples.images), "seconds": seconds}, prefix="sample/")
     if args.grid:
         tracker.log_artifact(args.grid)
+    args.images = len(samples.images)
     print(f"wrote {len(samples.images)} samples from {path} (step {ckpt['step']}) to {args.out}")
     return 0
 
@@ -263,7 +267,7 @@ def _nll(args: argparse.Namespace) -> int:
     from .data import load_arrays
     from .evaluation import evaluate_nll
     from .io import write_json
-    from .launch import launch, workers_to_start
+    from .launch import workers_to_start
     from .sampling import Pretrained
     from .sharding import ChunkedJob, partial_dir
     from .training.distributed import cleanup_distributed, setup_distributed
@@ -271,7 +275,7 @@ def _nll(args: argparse.Namespace) -> int:
     path, ckpt, config = _load_cell(args)
     test = load_arrays(args.data)
     if nproc := workers_to_start(config.train.nproc, args.device):
-        return launch(nproc, args.argv)
+        return _launch(args, nproc)
     e = config.evaluate
     try:
         ctx = setup_distributed(args.device)
@@ -308,6 +312,7 @@ def _nll(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         return 0
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)}, prefix="eval/")
+    args.images = metrics["nll_images"]
     print(
         f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
         f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms) -> {args.out}"
@@ -322,7 +327,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation.reference import Reference
     from .evaluation.step_curve import step_curve
     from .io import write_json
-    from .launch import launch, workers_to_start
+    from .launch import workers_to_start
     from .sampling import Pretrained
     from .sharding import ChunkedJob, partial_dir
     from .training.distributed import cleanup_distributed, setup_distributed
@@ -332,7 +337,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     reference = Reference(args.reference, fid=e.fid)  # missing files fail before any work
     samples = load_arrays(args.samples)
     if nproc := workers_to_start(config.train.nproc, args.device):
-        return launch(nproc, args.argv)
+        return _launch(args, nproc)
     try:
         ctx = setup_distributed(args.device)
         tracker = _cell_tracker(config, "evaluate", ctx.is_main)
@@ -516,19 +521,29 @@ def _repro(args: argparse.Namespace) -> int:
     """`dvc repro` inside one MLflow parent run that groups the cells it (re)runs, after
     `preflight` found nothing missing."""
     import subprocess
+    import tempfile
 
     from .config import load_config
+    from .io import write_text
+    from .reporting.timing import machine, mlflow_metrics, read_timings, timing_markdown
     from .tracking import PipelineRun
 
     config = load_config(args.params)
     if rc := _run_preflight(config):
         return rc
-    with PipelineRun(config) as parent:
-        rc = subprocess.run(["dvc", "repro", *args.dvc_args]).returncode
+    reports = Path("reports")
+    with PipelineRun(config) as parent, tempfile.TemporaryDirectory() as scratch:
+        timings = Path(scratch) / "timings.jsonl"
+        env = {**os.environ, TIMINGS_ENV: str(timings)}
+        rc = subprocess.run(["dvc", "repro", *args.dvc_args], env=env).returncode
+        rows = read_timings(timings)
+        if rows:  # also after a failure: what ran, and how long it took
+            write_text(reports / "timing.md", timing_markdown(rows, machine()))
+            parent.tracker.log_metrics(mlflow_metrics(rows))
+            parent.tracker.log_artifact(reports / "timing.md", "report")
         if rc != 0:
             raise SystemExit(rc)  # marks the parent run FAILED on the way out
         # the report belongs to the whole run: its files go to the parent run's artifacts
-        reports = Path("reports")
         for name in ("report.md", "report.csv", "report.tex", "steps.csv"):
             parent.tracker.log_artifact(reports / name, "report")
         for plot in sorted((reports / "plots").glob("*.png")):
@@ -724,6 +739,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TIMINGS_ENV = "DDPM_REPRO_TIMINGS"  # set by `repro`: each stage appends its wall time here
+
+
+def _launch(args: argparse.Namespace, nproc: int) -> int:
+    """Start the stage's workers; its rank-0 worker records the stage's time, not this process."""
+    from .launch import launch
+
+    args.launched = True
+    return launch(nproc, args.argv)
+
+
+def _record_timing(args: argparse.Namespace, seconds: float) -> None:
+    """Append {stage, seconds, images} (a JSON line) to the file `repro` names in TIMINGS_ENV:
+    from the process that did the work (rank 0), under DVC's stage name where DVC ran it."""
+    path = os.environ.get(TIMINGS_ENV)
+    if not path or getattr(args, "launched", False) or os.environ.get("RANK", "0") != "0":
+        return
+    row = {
+        "stage": os.environ.get("DVC_STAGE") or args.command,
+        "seconds": round(seconds, 2),
+        "images": getattr(args, "images", None),
+    }
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status: 0 ok, 1 non-finite loss or failed write, 2 bad
     config or missing file, 130 interrupted. Errors print as one line naming the command."""
@@ -732,7 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     from .training.trainer import NonFiniteLossError
 
     try:
-        return args.func(args)
+        start = time.perf_counter()
+        rc = args.func(args)
+        if rc == 0:
+            _record_timing(args, time.perf_counter() - start)
+        return rc
     except NonFiniteLossError as exc:
         print(f"ddpm-repro {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -51,6 +51,19 @@ def test_every_stage_wrote_its_outputs(smoke_repo):
         assert (smoke_repo / "reports" / "plots" / f"{plot}.png").stat().st_size > 0
 
 
+def test_repro_writes_every_stage_s_time_to_the_timing_table(smoke_repo):
+    md = (smoke_repo / "reports" / "timing.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    stages = ["prepare", "reference", "report", "train-cond@cosine-hybrid"]
+    stages += [f"{kind}@{cell}" for cell in CELLS for kind in ("train", "sample", "nll", "evaluate")]
+    for stage in stages:  # DVC's own stage names, each with its seconds
+        assert stage in rows, (stage, md)
+        assert float(rows[stage].split(" | ")[1]) > 0
+    for kind in ("train", "sample", "nll"):  # a throughput where the stage counts images
+        assert rows[f"{kind}@linear-simple"].split(" | ")[2].strip(" |") != "—"
+    assert "torch CPU capability" in md and "**total**" in md
+
+
 def test_the_step_curve_has_every_configured_point(smoke_repo):
     # smoke params: evaluate.curve = {ancestral: [5, 50], ddim: [5]}, 8 samples per point (T = 50)
     for cell in CELLS:
@@ -141,6 +154,9 @@ def test_mlflow_holds_one_run_per_cell_under_the_pipeline_run(smoke_repo):
     (uri,) = db.execute("select artifact_uri from runs where run_uuid = ?", (parents[0],)).fetchone()
     report = Path(urllib.parse.urlparse(uri).path) / "report"  # the report is the parent run's artifact
     assert (report / "report.md").is_file() and (report / "plots" / "loss_curves.png").is_file()
+    assert (report / "timing.md").is_file()
+    parent_metrics = {k for (k,) in db.execute("select key from metrics where run_uuid = ?", (parents[0],))}
+    assert "stage_seconds/train/linear-simple" in parent_metrics and "stage_seconds/report" in parent_metrics
     cells = {t["cell"]: r for r, t in tags.items() if "cell" in t}
     # one run per grid cell, one for the class-conditional cell, and the pipeline's parent run
     assert sorted(cells) == sorted([*CELLS, "cosine-hybrid-cond"]) and len(runs) == 10
