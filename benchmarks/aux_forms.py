@@ -30,41 +30,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
-VARIANTS = {
-    "model": ["--set", "losses.aux.aux_variance=model", "--set", "losses.aux.timestep_sampler=uniform"],
-    "model-floor": ["--set", "losses.aux.aux_variance=model", "--set", "losses.aux.timestep_sampler=uniform"],
-    "model-lsm": [
-        "--set",
-        "losses.aux.aux_variance=model",
-        "--set",
-        "losses.aux.timestep_sampler=loss-second-moment",
-    ],
-    "posterior": [
-        "--set",
-        "losses.aux.aux_variance=posterior",
-        "--set",
-        "losses.aux.timestep_sampler=uniform",
-    ],
-    "decoder": ["--set", "losses.aux.aux_variance=decoder", "--set", "losses.aux.timestep_sampler=uniform"],
-    "posterior-floor": [
-        "--set",
-        "losses.aux.aux_variance=posterior",
-        "--set",
-        "losses.aux.timestep_sampler=uniform",
-    ],
-    "posterior-lsm": [
-        "--set",
-        "losses.aux.aux_variance=posterior",
-        "--set",
-        "losses.aux.timestep_sampler=loss-second-moment",
-    ],
-    "vlb": [],  # the vlb cell itself (loss-second-moment sampler), for the aux-vs-vlb comparison
+from ddpm_repro.reporting.timing import machine
+
+# variant: (aux_variance, aux's timestep sampler); None: the vlb cells themselves
+FORMS = {
+    "model": ("model", "uniform"),
+    "model-floor": ("model", "uniform"),
+    "model-lsm": ("model", "loss-second-moment"),
+    "posterior": ("posterior", "uniform"),
+    "decoder": ("decoder", "uniform"),
+    "posterior-floor": ("posterior", "uniform"),
+    "posterior-lsm": ("posterior", "loss-second-moment"),
+    "vlb": None,  # the vlb cell itself (loss-second-moment sampler), for the aux-vs-vlb comparison
 }
+
+
+def overrides(variant: str) -> list[str]:
+    """The --set arguments of a variant."""
+    if FORMS[variant] is None:
+        return []
+    form, sampler = FORMS[variant]
+    return ["--set", f"losses.aux.aux_variance={form}", "--set", f"losses.aux.timestep_sampler={sampler}"]
+
 
 # The library trains with each bin's probability floored at 1e-12 (TRAIN_MIN_BIN_PROB); the
 # variants not named *-floor train with the exact likelihood, as the library did when this
@@ -84,10 +75,10 @@ def run(cmd: list[str]) -> None:
 
 
 def cell(args: argparse.Namespace, variant: str, schedule: str) -> dict:
-    name = f"{schedule}-{'vlb' if variant.startswith('vlb') else 'aux'}"
+    name = f"{schedule}-{'vlb' if FORMS[variant] is None else 'aux'}"
     out = args.work / variant / name
     out.mkdir(parents=True, exist_ok=True)
-    common = ["--params", "params.yaml", "--no-progress", "--set", "train.nproc=1", *VARIANTS[variant]]
+    common = ["--params", "params.yaml", "--no-progress", "--set", "train.nproc=1", *overrides(variant)]
     cli = [sys.executable, "-m", "ddpm_repro.cli"]
     train_cli = cli if variant.endswith("-floor") else [sys.executable, "-c", EXACT_TRAIN]
     ckpt = out / "checkpoints"
@@ -181,13 +172,6 @@ def cell(args: argparse.Namespace, variant: str, schedule: str) -> dict:
     }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
@@ -195,7 +179,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("benchmarks/aux_forms_work"), help="cell outputs")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="the table")
     parser.add_argument("--samples", type=int, default=400)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(FORMS))
     args = parser.parse_args()
     os.environ.setdefault("DDPM_REPRO_TRACKING", "0")
     rows = []
@@ -205,7 +189,7 @@ def main() -> int:
             args.results.mkdir(parents=True, exist_ok=True)
             (args.results / "aux_forms.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        f"CPU: {cpu_model()}; default profile, train.seed 0, "
+        f"Machine: {machine()}; default profile, train.seed 0, "
         f"{args.samples} samples per FD, NLL over the first {rows[0]['nll_images']} test images",
         "",
         "| variant | cell | NLL (bits/dim) ± s.e. | FD (classifier) | final loss | final L_t (bits/dim) |",
