@@ -17,7 +17,21 @@ For the iddpm-cifar10 (32x32) and digits (8x8) presets, in fp32 and in bf16 auto
 Every figure runs in a fresh process by default on CPU (`--isolate process`), so that its
 peak memory is its own and one figure's allocator state cannot slow another.
 
+One pass cannot carry a ratio on a noisy machine, so every figure is measured in `--rounds N`
+rounds (default 3; 2 with `--quick`), ours and the peer alternating (ours, peer, ours, peer,
+...), and the probe N times before the figures. A figure's value is the median over its rounds,
+with the range (min-max) and each round's value kept in the JSON. Ratios are taken round by
+round, round i over round i: ours/peer, bf16/fp32 of our train step, a figure's GFLOP/s over
+the probe's; the loop overhead's ratio is its own round's. Each goal gets a verdict from the
+range of its value: "met" when the whole range is on the goal's side of the target, "not met"
+when all of it is on the other side, "not resolved" when the range crosses the target.
+
+The header of the results (Markdown and JSON `environment.machine`) gives the CPU model, cores,
+torch's CPU capability and whether the CPU has AMX, from ddpm_repro.reporting.timing.machine().
+Results are written after every round of every figure, so a run cut short keeps what it measured.
+
     benchmarks/.venv-peer/bin/python benchmarks/bench.py              # the full CPU run
+    benchmarks/.venv-peer/bin/python benchmarks/bench.py --rounds 5   # a closer median, 5/3 the time
     .venv/bin/python benchmarks/bench.py --quick --skip-peer          # a smoke test
 """
 
@@ -638,10 +652,12 @@ def peer_status() -> tuple[bool, str]:
         return False, f"not importable ({type(exc).__name__}: {exc}); run benchmarks/setup_peer.sh"
 
 
-def dispatch(spec: dict[str, Any], isolate: bool, timeout: float) -> dict[str, Any]:
-    """Run one figure, in a fresh interpreter when isolate; errors become a result."""
+def dispatch(spec: dict[str, Any], isolate: bool, timeout: float, note: str = "") -> dict[str, Any]:
+    """One figure's result (the worker's dict, or {"error": ...}) with its wall time, run in a
+    fresh interpreter when isolate; note (the round) goes into the progress lines."""
     label = (
         f"{spec['task']} {spec.get('impl', '')} {spec.get('preset', '')} {spec.get('precision', '')}".strip()
+        + (f" {note}" if note else "")
     )
     print(f"[bench] {label} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -674,48 +690,121 @@ def _interpreter() -> str:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, threads, load and the machine: `machine` is reporting.timing.machine()'s line
+    (CPU model, cores, torch's CPU capability, AMX or not, the GPU if any)."""
+    # Here, not at the top: the package's reporting/__init__ imports matplotlib, which the
+    # figure workers (this script again) do not need.
+    from ddpm_repro.reporting.timing import machine
+
     env = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "machine": machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        "arch": platform.machine(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         env["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-    else:
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    env["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
     return env
 
 
+# =================================================================== rounds and goals
+def spread(key: str, values: list[float | None]) -> dict[str, Any]:
+    """{key: median, key_range: [min, max], key_rounds: values} over the rounds; values holds
+    None for a round without a value, and median and range are None when no round has one."""
+    got = [v for v in values if v is not None]
+    return {
+        key: statistics.median(got) if got else None,
+        f"{key}_range": [min(got), max(got)] if got else None,
+        f"{key}_rounds": values,
+    }
+
+
+def paired(a: list[float | None], b: list[float | None]) -> list[float | None]:
+    """a_i / b_i round by round (None where either round has no value), as many as the shorter
+    list has: in a run cut short, ours may have a round that the peer does not."""
+    return [x / y if x is not None and y else None for x, y in zip(a, b, strict=False)]
+
+
+def verdict(value_range: list[float] | None, target: float, at_least: bool) -> str:
+    """A goal's verdict from the range of its value over the rounds: "met" when the whole range
+    is on the goal's side of target, "not met" when all of it is on the other side, "not
+    resolved" when it crosses target; "n/a" without a range."""
+    if value_range is None:
+        return "n/a"
+    inside = [v >= target if at_least else v <= target for v in value_range]
+    return "met" if all(inside) else "not met" if not any(inside) else "not resolved"
+
+
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from the rounds' results of a figure: each number the median over the rounds
+    (the value itself where they agree), each dict combined alike, each text the first round's;
+    lists (a round's own timed runs) stay in the rounds only."""
+    out: dict[str, Any] = {}
+    for key, first in results[0].items():
+        values = [r[key] for r in results if key in r]
+        if isinstance(first, dict):
+            out[key] = combine(values)
+        elif isinstance(first, int | float):
+            out[key] = first if all(v == first for v in values) else statistics.median(values)
+        elif not isinstance(first, list):
+            out[key] = first
+    return out
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A figure's fields from its rounds: combine() of those that measured, with images/s and
+    the loop overhead's ratio as spread()s; {"error": ...} when no round measured."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return {"error": rounds[0]["error"]}
+    out = combine(good) | spread("images_per_s", [r.get("images_per_s") for r in rounds])
+    if "overhead" in out:
+        out["overhead"] |= spread("ratio", [r.get("overhead", {}).get("ratio") for r in rounds])
+    return out
+
+
+def summarise_probe(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per dtype: GFLOP/s as a spread() over the rounds, with each round's kernel and size."""
+    names = [k for r in rounds for k, v in r.items() if isinstance(v, dict)]
+    return {
+        name: spread("gflops", [r.get(name, {}).get("gflops") for r in rounds])
+        | {
+            "kernel_rounds": [r.get(name, {}).get("kernel") for r in rounds],
+            "size_rounds": [r.get(name, {}).get("size") for r in rounds],
+        }
+        for name in dict.fromkeys(names)
+    }
+
+
 def derive(results: dict[str, Any]) -> None:
-    """Add GFLOP/s, fraction of peak and ours/peer ratios; evaluate the goals."""
-    peak = results.get("peak", {})
+    """Summarise the rounds of the probe and of every figure; add GFLOP/s, fraction of peak and
+    the ours/peer ratios, all round by round; evaluate the goals."""
+    for f in results["figures"]:  # in place: main appends the next rounds to these dicts
+        kept = {k: f[k] for k in ("preset", "precision", "task", "impl", "rounds")}
+        f.clear()
+        f.update({k: v for k, v in kept.items() if k != "rounds"} | summarise(kept["rounds"]))
+        f["rounds"] = kept["rounds"]
+    peak = results["peak"] = summarise_probe(results["probe_rounds"])
     models: dict[str, dict[str, dict[str, Any]]] = {}
     for f in results["figures"]:
-        if "error" in f or "images_per_s" not in f:
+        if "error" in f:
             continue
         m = models.setdefault(f["preset"], {}).setdefault(f["impl"], {})
         for key in ("params", "fwd_flops_per_image", "train_flops_per_image"):
             if key in f:
                 m[key] = f[key]
         flops = f.get("train_flops_per_image" if f["task"] == "train" else "fwd_flops_per_image")
-        rate = f["term_images_per_s"] if f["task"] == "nll" else f["images_per_s"]
+        rate = "term_images_per_s" if f["task"] == "nll" else "images_per_s"
         if flops:
-            f["gflops"] = flops * rate / 1e9
-            p = peak.get(f["precision"], {}).get("gflops")
-            if p:
-                f["fraction_of_peak"] = f["gflops"] / p
+            gflops = [r[rate] * flops / 1e9 if rate in r else None for r in f["rounds"]]
+            f |= spread("gflops", gflops)
+            if precision_peak := peak.get(f["precision"]):
+                f |= spread("fraction_of_peak", paired(gflops, precision_peak["gflops_rounds"]))
     results["models"] = models
 
     def find(preset: str, precision: str, task: str, impl: str) -> dict[str, Any] | None:
@@ -726,34 +815,30 @@ def derive(results: dict[str, Any]) -> None:
 
     ratios = []
     for f in results["figures"]:
-        if f["impl"] != "ours" or "error" in f:
-            continue
         peer = find(f["preset"], f["precision"], f["task"], "peer")
-        if peer is not None and "images_per_s" in peer:
-            r = {
-                "preset": f["preset"],
-                "precision": f["precision"],
-                "task": f["task"],
-                "images_per_s": f["images_per_s"] / peer["images_per_s"],
-            }
-            if f.get("gflops") and peer.get("gflops"):
-                r["gflops"] = f["gflops"] / peer["gflops"]
-            if f.get("peak_mem_mb") and peer.get("peak_mem_mb"):
-                r["peak_mem"] = f["peak_mem_mb"] / peer["peak_mem_mb"]
-            ratios.append(r)
+        if f["impl"] != "ours" or "error" in f or peer is None:
+            continue
+        r = {"preset": f["preset"], "precision": f["precision"], "task": f["task"]}
+        r |= spread("images_per_s", paired(f["images_per_s_rounds"], peer["images_per_s_rounds"]))
+        if "gflops" in f and "gflops" in peer:
+            r |= spread("gflops", paired(f["gflops_rounds"], peer["gflops_rounds"]))
+        if f.get("peak_mem_mb") and peer.get("peak_mem_mb"):
+            r["peak_mem"] = f["peak_mem_mb"] / peer["peak_mem_mb"]
+        ratios.append(r)
     results["ratios"] = ratios
 
     goals = []
 
-    def goal(name: str, value: float | None, target: float, at_least: bool = True) -> None:
-        met = None if value is None else (value >= target if at_least else value <= target)
-        goals.append({"goal": name, "value": value, "target": target, "at_least": at_least, "met": met})
+    def goal(name: str, values: list[float | None], target: float, at_least: bool = True) -> None:
+        s = spread("value", values)
+        verdict_ = verdict(s["value_range"], target, at_least)
+        goals.append({"goal": name, "target": target, "at_least": at_least, **s, "verdict": verdict_})
 
-    def ratio(preset: str, precision: str, task: str) -> float | None:
+    def ratio(preset: str, precision: str, task: str) -> list[float | None]:
         for r in ratios:
             if (r["preset"], r["precision"], r["task"]) == (preset, precision, task):
-                return r["images_per_s"]
-        return None
+                return r["images_per_s_rounds"]
+        return []
 
     presets, precisions = results["presets"], results["precisions"]
     if "digits" in presets:
@@ -761,19 +846,24 @@ def derive(results: dict[str, Any]) -> None:
             for task in ("train", "sample"):
                 goal(f"digits {task} {prec}: ours/peer img/s", ratio("digits", prec, task), 1.5)
     if "iddpm-cifar10" in presets and "fp32" in precisions:
-        goal("iddpm-cifar10 train fp32: ours/peer img/s", ratio("iddpm-cifar10", "fp32", "train"), 1.0)
+        goal("iddpm-cifar10 train fp32: ours/peer img/s", ratio("iddpm-cifar10", "fp32", "train"), 1.1)
         f = find("iddpm-cifar10", "fp32", "train", "ours")
-        goal("iddpm-cifar10 train fp32: fraction of fp32 peak", f and f.get("fraction_of_peak"), 0.85)
+        fractions = (f or {}).get("fraction_of_peak_rounds", [])
+        goal("iddpm-cifar10 train fp32: fraction of fp32 peak", fractions, 0.85)
+    if "iddpm-cifar10" in presets and "bf16" in precisions:
+        goal("iddpm-cifar10 train bf16: ours/peer img/s", ratio("iddpm-cifar10", "bf16", "train"), 1.0)
     if "fp32" in precisions and "bf16" in precisions:
+        # bf16 doubles the matmul peak only where the CPU has matrix units (AMX) or on a GPU
+        amx = "no AMX" not in results["environment"]["machine"] or results["device"] != "cpu"
         for preset in presets:
             a, b = find(preset, "bf16", "train", "ours"), find(preset, "fp32", "train", "ours")
-            value = a["images_per_s"] / b["images_per_s"] if a and b else None
-            goal(f"{preset} train: ours bf16 / ours fp32 img/s", value, 1.6)
+            values = paired(a["images_per_s_rounds"], b["images_per_s_rounds"]) if a and b else []
+            goal(f"{preset} train: ours bf16 / ours fp32 img/s", values, 2.0 if amx else 1.6)
     for f in results["figures"]:
         if f["impl"] == "ours" and f["task"] in ("sample", "nll") and "overhead" in f:
             goal(
                 f"{f['preset']} {f['task']} {f['precision']}: loop / plain forwards",
-                f["overhead"]["ratio"],
+                f["overhead"]["ratio_rounds"],
                 1.05,
                 at_least=False,
             )
@@ -790,16 +880,45 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
+def _range(value_range: list[float] | None, digits: int = 3) -> str:
+    """A range as "min-max", or "n/a" without one."""
+    return "n/a" if value_range is None else "-".join(_fmt(v, digits) for v in value_range)
+
+
+def _span(d: dict[str, Any] | None, key: str, digits: int = 3) -> str:
+    """d[key] with its range over the rounds, "median (min-max)"; the median alone where the
+    rounds agree (one round); "n/a" without d."""
+    if d is None:
+        return "n/a"
+    value, value_range = d.get(key), d.get(f"{key}_range")
+    if value is None or value_range is None or value_range[0] == value_range[1]:
+        return _fmt(value, digits)
+    return f"{_fmt(value, digits)} ({_range(value_range, digits)})"
+
+
+def _distinct(values: list[Any]) -> str:
+    """The different values, in order of first appearance, comma-separated."""
+    return ", ".join(str(v) for v in dict.fromkeys(v for v in values if v is not None)) or "n/a"
+
+
+VERDICT_TEXT = {"met": "met", "not met": "**not met**", "not resolved": "not resolved", "n/a": "n/a"}
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
-    where = env.get("gpu") or env.get("cpu", "cpu")
     load = f", load average {env['load_average_1min']} at start" if results["device"] == "cpu" else ""
+    rounds, where = results["rounds"], f"{env['machine']}; {env['threads']} threads{load}"
     lines = [
-        f"Measured {results['date']} on {results['device']} ({where}, {env['threads']} threads{load}), "
+        f"Measured {results['date']} on {results['device']} ({where}), "
         f"torch {env['torch']}, Python {env['python']}; peer: {results['peer']}.",
         "",
         f"Command: `{results['command']}`"
         + (" (**--quick: a smoke run, not a measurement**)" if results["quick"] else ""),
+        "",
+        f"{rounds} round{'s' if rounds > 1 else ''} per figure, ours and the peer (if run) alternating"
+        + (", each run in a fresh process" if results["isolated"] else "")
+        + ": a value is the median over the rounds with its range (min-max) in brackets; a ratio "
+        "is taken round by round (round i over round i), then its median and range.",
         "",
         "**Machine limit** (best square GEMM: torch.mm or a 1x1 convolution, sizes n x n x n):",
         "",
@@ -807,9 +926,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---|---:|",
     ]
     for name, p in results.get("peak", {}).items():
-        lines.append(
-            f"| {name} | {_fmt(p.get('gflops'), 4)} | {p.get('kernel', 'matmul')} | {p.get('size', 'n/a')} |"
-        )
+        kernels, sizes = _distinct(p["kernel_rounds"]), _distinct(p["size_rounds"])
+        lines.append(f"| {name} | {_span(p, 'gflops', 4)} | {kernels} | {sizes} |")
     lines += [
         "",
         "**Models** (FLOPs: matmul, convolution and attention, 2 per multiply-add, per 32x32 or 8x8 image):",
@@ -826,9 +944,10 @@ def markdown(results: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "**Throughput** (median of runs; sample: images/s per network evaluation; nll: images/s "
-        "through the whole bound at the T shown, and per term). GFLOP/s and % of the matmul peak "
-        "of the same precision; memory: peak above the state before the first measured call"
+        "**Throughput** (median of each round's median of runs; sample: images/s per network "
+        "evaluation; nll: images/s through the whole bound at the T shown, and per term). GFLOP/s "
+        "and % of the matmul peak of the same precision and round; memory: peak above the state "
+        "before the first measured call"
         + (
             " (in one process: approximate on CPU)."
             if results["device"] == "cpu" and not results["isolated"]
@@ -840,6 +959,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_key = {(f["preset"], f["precision"], f["task"], f["impl"]): f for f in results["figures"]}
+    ratios = {(r["preset"], r["precision"], r["task"]): r for r in results.get("ratios", [])}
     for preset in results["presets"]:
         for prec in results["precisions"]:
             for task in results["tasks"]:
@@ -861,12 +981,10 @@ def markdown(results: dict[str, Any]) -> str:
                     else:
                         gf = f.get("gflops")
                         gtxt = f"{_fmt(gf, 4)} ({_pct(f.get('fraction_of_peak'))})" if gf else "n/a"
-                        cells.append((_fmt(f["images_per_s"], 4), gtxt, _fmt(f.get("peak_mem_mb"), 4)))
-                r = None
-                if ours.get("images_per_s") and peer and peer.get("images_per_s"):
-                    r = ours["images_per_s"] / peer["images_per_s"]
+                        cells.append((_span(f, "images_per_s", 4), gtxt, _fmt(f.get("peak_mem_mb"), 4)))
+                r = _span(ratios.get((preset, prec, task)), "images_per_s")
                 lines.append(
-                    f"| {preset} | {prec} | {name} | {cells[0][0]} | {cells[1][0]} | {_fmt(r)} | "
+                    f"| {preset} | {prec} | {name} | {cells[0][0]} | {cells[1][0]} | {r} | "
                     f"{cells[0][1]} | {cells[1][1]} | {cells[0][2]} | {cells[1][2]} |"
                 )
                 if task == "nll" and "term_images_per_s" in ours:
@@ -876,38 +994,46 @@ def markdown(results: dict[str, Any]) -> str:
                         f"| {preset} | {prec} | nll at T={ours['profile_T']} | "
                         f"{_fmt(ours['images_per_s_at_profile_T'], 4)} | n/a | n/a | | | | |"
                     )
-    flops_ratios = [r for r in results.get("ratios", []) if "gflops" in r]
+    flops_ratios = [r for r in ratios.values() if "gflops" in r]
     if flops_ratios:
         lines += [
             "",
             "ours/peer in achieved GFLOP/s (the two models' FLOPs differ; see Models): "
             + ", ".join(
-                f"{r['preset']} {r['task']} {r['precision']} {_fmt(r['gflops'])}" for r in flops_ratios
+                f"{r['preset']} {r['task']} {r['precision']} {_span(r, 'gflops')}" for r in flops_ratios
             )
             + ".",
         ]
     overheads = [f for f in results["figures"] if f["impl"] == "ours" and "overhead" in f]
     if overheads:
-        lines += ["", "**Loop overhead** (loop time / the same model calls alone):", ""]
+        lines += ["", "**Loop overhead** (loop time / the same model calls alone, in the same round):", ""]
         lines += ["| preset | precision | loop | ratio |", "|---|---|---|---:|"]
         for f in overheads:
             loop = "p_sample_loop" if f["task"] == "sample" else "calc_bpd_loop"
-            lines.append(f"| {f['preset']} | {f['precision']} | {loop} | {f['overhead']['ratio']:.3f} |")
+            lines.append(f"| {f['preset']} | {f['precision']} | {loop} | {_span(f['overhead'], 'ratio')} |")
     if results.get("goals"):
-        lines += ["", "**Goals**:", "", "| goal | value | target | met |", "|---|---:|---:|---|"]
-        for g in results["goals"]:
-            met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
-            sign = ">=" if g["at_least"] else "<="
-            lines.append(f"| {g['goal']} | {_fmt(g['value'])} | {sign} {g['target']} | {met} |")
-    errors = [f for f in results["figures"] if "error" in f]
-    if errors:
         lines += [
             "",
-            "Failed figures: "
-            + "; ".join(
-                f"{f['task']} {f['impl']} {f['preset']} {f['precision']}: {f['error']}" for f in errors
-            ),
+            "**Goals** (met: the whole range over the rounds is on the goal's side of the target; "
+            "not met: all of it is on the other side; not resolved: the range crosses the target):",
+            "",
+            "| goal | median | range | target | verdict |",
+            "|---|---:|---:|---:|---|",
         ]
+        for g in results["goals"]:
+            sign = ">=" if g["at_least"] else "<="
+            lines.append(
+                f"| {g['goal']} | {_fmt(g['value'])} | {_range(g['value_range'])} | {sign} {g['target']} "
+                f"| {VERDICT_TEXT[g['verdict']]} |"
+            )
+    failed = [
+        f"{f['task']} {f['impl']} {f['preset']} {f['precision']} round {i + 1}: {r['error']}"
+        for f in results["figures"]
+        for i, r in enumerate(f["rounds"])
+        if "error" in r
+    ] + [f"probe round {i + 1}: {r['error']}" for i, r in enumerate(results["probe_rounds"]) if "error" in r]
+    if failed:
+        lines += ["", "Failed rounds: " + "; ".join(failed)]
     return "\n".join(lines) + "\n"
 
 
@@ -938,6 +1064,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: train,sample,nll")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds per figure, ours and the peer alternating (default 3, with --quick 2)",
+    )
+    ap.add_argument(
         "--isolate",
         choices=("auto", "process", "none"),
         default="auto",
@@ -947,6 +1078,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-readme", action="store_true", help="write the table into benchmarks/README.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 3)
+    if rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     if args.worker:
         print(RESULT_MARK + json.dumps(run_worker(json.loads(args.worker))), flush=True)
@@ -990,10 +1124,12 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(device),
         "peer": peer_text,
         "isolated": isolate,
+        "rounds": rounds,
         "presets": presets,
         "precisions": precisions,
         "tasks": tasks,
         "sizes": {p: SIZES[kind][p] for p in presets},
+        "probe_rounds": [],
         "figures": [],
     }
     print(f"[bench] {results['environment']}; peer: {peer_text}", file=sys.stderr)
@@ -1006,33 +1142,34 @@ def main(argv: list[str] | None = None) -> int:
         )
     json_path, md_path = out_dir / f"bench_{device.type}.json", out_dir / f"bench_{device.type}.md"
 
-    def save() -> None:  # after every figure: a run cut short keeps what it measured
+    def save() -> None:  # after every round: a run cut short keeps what it measured
         derive(results)
         write_atomic(json_path, json.dumps(results, indent=2) + "\n")
         write_atomic(md_path, markdown(results))
 
     common = {"device": str(device), "threads": args.threads}
-    probe = dispatch({"task": "probe", "sizes": PROBE_SIZES[kind], **common}, isolate, args.worker_timeout)
-    results["peak"] = {k: v for k, v in probe.items() if isinstance(v, dict)}
+    probe = {"task": "probe", "sizes": PROBE_SIZES[kind], **common}
+    for i in range(rounds):
+        note = f"round {i + 1}/{rounds}"
+        results["probe_rounds"].append(dispatch(probe, isolate, args.worker_timeout, note))
+        save()
     for preset in presets:
         for precision in precisions:
             for task in tasks:
-                for impl in ("ours", "peer"):
-                    if (task, impl) not in WORKERS or (impl == "peer" and not has_peer):
-                        continue
-                    spec = {
-                        "task": task,
-                        "impl": impl,
-                        "preset": preset,
-                        "precision": precision,
-                        "sizes": SIZES[kind][preset][task],
-                        **common,
-                    }
-                    figure = dispatch(spec, isolate, args.worker_timeout)
-                    results["figures"].append(
-                        {"preset": preset, "precision": precision, "task": task, "impl": impl, **figure}
-                    )
-                    save()
+                figures = [
+                    {"preset": preset, "precision": precision, "task": task, "impl": impl, "rounds": []}
+                    for impl in ("ours", "peer")
+                    if (task, impl) in WORKERS and (impl == "ours" or has_peer)
+                ]
+                for i in range(rounds):  # ours, peer, ours, peer, ...
+                    for figure in figures:
+                        spec = {k: figure[k] for k in ("task", "impl", "preset", "precision")}
+                        spec |= {"sizes": SIZES[kind][preset][task], **common}
+                        note = f"round {i + 1}/{rounds}"
+                        figure["rounds"].append(dispatch(spec, isolate, args.worker_timeout, note))
+                        if i == 0:  # listed from its first round on
+                            results["figures"].append(figure)
+                        save()
     save()
     table = markdown(results)
     print(table)

@@ -153,7 +153,7 @@ if len(workers) == 2 and not failed:
 sys.exit(1 if failed else 0)
 PY
 # Whatever it measured before a timeout is already in $OUT_DIR (saved after every figure).
-section bench 120 "$PY" benchmarks/bench.py --device "$DEVICE" --out "$OUT_DIR" ${PEER_FLAG[@]+"${PEER_FLAG[@]}"} ${QUICK[@]+"${QUICK[@]}"}
+section bench 120 "$PY" benchmarks/bench.py --device "$DEVICE" --rounds 1 --out "$OUT_DIR" ${PEER_FLAG[@]+"${PEER_FLAG[@]}"} ${QUICK[@]+"${QUICK[@]}"}
 
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "GPU CHECK FAILED: ${failed[*]} (results and logs in $OUT_DIR)"

@@ -282,7 +282,7 @@ def _nll(args: argparse.Namespace) -> int:
         tracker = _cell_tracker(config, "nll", ctx.is_main)
         pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
         start = time.perf_counter()
-        keys = ("nll_images", "nll_batch", "nll_chunk", "clip_denoised", "use_ema", "seed")
+        keys = ("nll_images", "nll_strata", "nll_batch", "nll_chunk", "clip_denoised", "use_ema", "seed")
         nll_settings = {k: getattr(e, k) for k in keys}
         settings = _job_settings(path, ckpt, nll=nll_settings, data=_file_id(args.data))
         job = ChunkedJob(partial_dir(args.out), settings, ctx, f"nll {config.cell}", not args.no_progress)
@@ -293,6 +293,7 @@ def _nll(args: argparse.Namespace) -> int:
                 test,
                 e.nll_images,
                 e.nll_batch,
+                strata=e.nll_strata,
                 chunk_images=e.nll_chunk,
                 clip_denoised=e.clip_denoised,
                 seed=e.seed,
@@ -315,7 +316,8 @@ def _nll(args: argparse.Namespace) -> int:
     args.images = metrics["nll_images"]
     print(
         f"{config.cell}: NLL {metrics['nll_bpd']:.4f} ± {metrics['nll_bpd_se']:.4f} bits/dim "
-        f"({metrics['nll_images']} images, all {metrics['nll_terms']} terms) -> {args.out}"
+        f"({metrics['nll_images']} images, {metrics['nll_estimate']}: {metrics['nll_terms']} terms each) "
+        f"-> {args.out}"
     )
     return 0
 
@@ -334,7 +336,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     path, ckpt, config = _load_cell(args)
     e = config.evaluate
-    reference = Reference(args.reference, fid=e.fid)  # missing files fail before any work
+    # missing files fail before any work
+    reference = Reference(
+        args.reference, fid=e.fid, bootstrap_rounds=e.bootstrap_rounds, kid_subsets=e.kid_subsets
+    )
     samples = load_arrays(args.samples)
     if nproc := workers_to_start(config.train.nproc, args.device):
         return _launch(args, nproc)
@@ -345,7 +350,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         curve_sample = dataclasses.replace(config.sample, clip_denoised=e.clip_denoised, seed=e.seed)
         settings = _job_settings(  # the samples too: the Inception features are theirs
-            path, ckpt, sample=curve_sample, curve=e.curve, curve_samples=e.curve_samples,
+            path, ckpt, sample=curve_sample, curve=e.curve if config.has_step_curve else {},
+            curve_samples=e.curve_samples,
+            bootstrap_rounds=e.bootstrap_rounds, kid_subsets=e.kid_subsets,
             samples=_file_id(args.samples),
         )  # fmt: skip
         job = ChunkedJob(partial_dir(args.out), settings, ctx, progress=not args.no_progress)
@@ -357,7 +364,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 samples, run_chunks=lambda n, f: job.sub("inception", f"inception {config.cell}").run(n, f)
             )
             metrics.update(fid or {})
-            if e.curve_points:
+            if config.has_step_curve:
                 pretrained = Pretrained.from_payload(path, ckpt, ctx.device, config, use_ema=e.use_ema)
                 metrics["step_curve"] = step_curve(
                     pretrained.model,
@@ -392,7 +399,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     fid = metrics.get("fid_inception")
     fid_text = f", FID {fid:.2f}" if fid is not None else f", FID: {metrics.get('fid_note')}"
-    print(f"{config.cell}: FD {metrics['fd_classifier']:.3f}{fid_text} -> {args.out}")
+    kid = metrics.get("kid_classifier")
+    kid_text = "" if kid is None else f", KID {kid:.5f} ± {metrics['kid_classifier_se']:.5f}"
+    low, high = metrics["fd_classifier_low"], metrics["fd_classifier_high"]
+    fd_text = f"FD {metrics['fd_classifier']:.3f} [{low:.3f}, {high:.3f}]"
+    print(f"{config.cell}: {fd_text}{kid_text}{fid_text} -> {args.out}")
     return 0
 
 
@@ -632,9 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     nll = commands.add_parser(
         "nll",
-        help="NLL in bits/dim of a checkpoint on a test split (the full bound)",
-        description="The full variational bound (all T terms plus the prior) on the first "
-        "evaluate.nll_images test images, from the EMA weights, in chunks of evaluate.nll_chunk "
+        help="NLL in bits/dim of a checkpoint on a test split (the variational bound)",
+        description="The variational bound on the first evaluate.nll_images test images (0: all): "
+        "every one of the T terms, or with evaluate.nll_strata = K an unbiased estimate of the "
+        "T - 1 KL terms from one timestep per stratum, from the EMA weights, in chunks of evaluate.nll_chunk "
         "images that train.nproc workers share; a killed run resumes from its finished chunks.",
     )
     add_checkpoint(nll)

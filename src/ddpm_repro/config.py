@@ -234,9 +234,12 @@ FID_MODES = ("never", "if-available", "required")
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Evaluation sizes: the NLL uses the first `nll_images` test images, all T terms."""
+    """Evaluation sizes. The NLL scores the first `nll_images` test images (0: all of them):
+    every one of the T terms when `nll_strata` is 0, else L_0, the prior and an unbiased
+    estimate of the T - 1 KL terms from one timestep in each of `nll_strata` strata."""
 
-    nll_images: int = 64
+    nll_images: int = 0
+    nll_strata: int = 0
     nll_batch: int = 1024  # examples per model call (images x timesteps)
     nll_chunk: int = 16  # test images per resumable chunk (each with its own noise seed)
     clip_denoised: bool = True
@@ -246,12 +249,23 @@ class EvaluateConfig:
     # number of steps (T: the full chain), e.g. {ancestral: [10, 100, 1000], ddim: [10, 100]}
     curve: dict[str, tuple[int, ...]] = field(default_factory=dict)
     curve_samples: int = 64
+    curve_losses: tuple[str, ...] = ()  # the `losses` entries whose cells get the curve; (): all
+    # The uncertainty of sample quality: bootstrap rounds for the FD's s.e. and interval,
+    # disjoint subsets of the samples for the KID's s.e.
+    bootstrap_rounds: int = 200
+    kid_subsets: int = 10
     # FID with pytorch-fid's Inception network: "never"; "if-available" (computed when the
     # weights are in torch.hub's cache, else "not computed"); "required" (fail up front).
     fid: str = "if-available"
 
     def __post_init__(self) -> None:
-        _positive(self, "evaluate", "nll_images", "nll_batch", "nll_chunk", "curve_samples")
+        _positive(self, "evaluate", "nll_batch", "nll_chunk", "curve_samples")
+        if self.bootstrap_rounds < 2 or self.kid_subsets < 2:
+            raise ConfigError(
+                "evaluate.bootstrap_rounds and evaluate.kid_subsets must be >= 2, got "
+                f"{self.bootstrap_rounds} and {self.kid_subsets}"
+            )
+        _non_negative(self, "evaluate", "nll_images", "nll_strata")
         if self.fid not in FID_MODES:
             raise ConfigError(f"evaluate.fid: unknown {self.fid!r}; valid: {', '.join(FID_MODES)}")
         methods = [m.value for m in SampleMethod]
@@ -348,6 +362,12 @@ class Config:
         for method, n in self.evaluate.curve_points:
             if n > T:
                 raise ConfigError(f"evaluate.curve.{method.value}: {n} steps is more than T={T}")
+        for name in self.evaluate.curve_losses:
+            if name not in self.losses:
+                valid = ", ".join(self.losses)
+                raise ConfigError(
+                    f"evaluate.curve_losses: unknown {name!r}; valid (entries of losses): {valid}"
+                )
         for name, cell in self.conditional.cells.items():
             if cell.loss not in self.losses:
                 valid = ", ".join(self.losses)
@@ -356,6 +376,14 @@ class Config:
             if name not in self.losses:
                 valid = ", ".join(self.losses)
                 raise ConfigError(f"grid.losses: unknown {name!r}; valid (entries of losses): {valid}")
+
+    @property
+    def has_step_curve(self) -> bool:
+        """Whether this cell's evaluate stage draws the step curve: a curve is set and the
+        cell's `losses` entry is in evaluate.curve_losses (or that list is empty)."""
+        entry = self.diffusion.variant or self.diffusion.loss.value
+        listed = not self.evaluate.curve_losses or entry in self.evaluate.curve_losses
+        return bool(self.evaluate.curve_points) and listed
 
     @property
     def cell(self) -> str:

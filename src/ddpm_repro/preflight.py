@@ -151,6 +151,8 @@ def _check_inception(config: Config, reachable: Reachable) -> list[Problem]:
 # ------------------------------------------------------------------------------------- cost
 # (size, channels) of each dataset as data/sources.py loads it (MNIST unpadded); folder: RGB.
 IMAGE_SHAPES = {"digits": (8, 1), "mnist": (28, 1), "cifar10": (32, 3)}
+DATASET_IMAGES = {"digits": 1797}  # split by data.test_fraction
+TEST_IMAGES = {"mnist": 10_000, "cifar10": 10_000}  # the official test splits
 
 
 @functools.lru_cache(maxsize=16)
@@ -252,6 +254,23 @@ def _hours(h: float | None) -> str:
     return "not computed" if h is None else f"{h:.3g}" if h < 100 else f"{h:,.0f}"
 
 
+def _nll_images(config: Config) -> int:
+    """How many test images the nll stage scores (evaluate.nll_images, 0: the whole split)."""
+    d, wanted = config.data, config.evaluate.nll_images
+    if d.dataset in TEST_IMAGES:
+        split = TEST_IMAGES[d.dataset]
+    elif d.dataset in DATASET_IMAGES:
+        split = int(round(DATASET_IMAGES[d.dataset] * d.test_fraction))
+    elif wanted:
+        return wanted
+    else:
+        raise ValueError(
+            "evaluate.nll_images = 0 (the whole test split): the size of an image folder's split is not "
+            "known here; set a number"
+        )
+    return min(wanted, split) if wanted else split
+
+
 def projected_cost(
     config: Config, tflops: float | None = None, gpus: int = 1, utilisation: float = 0.4
 ) -> CostTable:
@@ -264,8 +283,10 @@ def projected_cost(
       4 F with model.use_checkpoint, which reruns the forward. Labels add only an embedding.
     - sample: F x num_samples x the steps of sample.steps ("" = T, "50", "ddim25", "25,25");
       x2 for conditional cells when conditional.guidance_scale != 1 (a doubled batch).
-    - nll: F x nll_images x T (every term of the bound; fewer if the test split is smaller).
-    - curve: F x curve_samples x the sum of the curve points' steps (unconditional cells).
+    - nll: F x nll_images x T (every term of the bound; K + 1 with evaluate.nll_strata = K;
+      nll_images = 0 is the whole test split, fewer if the split is smaller).
+    - curve: F x curve_samples x the sum of the curve points' steps (unconditional cells of
+      the evaluate.curve_losses entries; all when it is empty).
     - fid: pytorch-fid's Inception forward x num_samples, unless evaluate.fid is never.
 
     Returns a CostTable; its hours are FLOPs / (tflops 1e12 x utilisation x gpus) / 3600,
@@ -291,20 +312,32 @@ def projected_cost(
         return count_forward_flops(base.replace(out_channels=channels * (2 if var_type.is_learned else 1)))
 
     grid = [forward(loss) for _ in config.grid.schedules for loss in config.grid.losses]  # cells' order
+    curves = [
+        not e.curve_losses or loss in e.curve_losses
+        for _ in config.grid.schedules
+        for loss in config.grid.losses
+    ]
     cond = [forward(c.loss) for c in config.conditional.cells.values()]
     train = (4 if config.model.use_checkpoint else 3) * config.train.batch_size * config.train.steps
     steps = len(space_timesteps(T, s.steps)) if s.steps else T
     guided = 2 if config.conditional.guidance_scale != 1 else 1
     fid = _inception_flops() * s.num_samples if e.fid != "never" else 0
+    nll = _nll_images(config) * (e.nll_strata + 1 if 0 < e.nll_strata < T - 1 else T)
     rows = [
         ("train", [f * train for f in grid]),
         ("sample", [f * s.num_samples * steps for f in grid]),
-        ("nll", [f * e.nll_images * T for f in grid]),
-        ("evaluate: curve", [f * e.curve_samples * sum(n for _, n in e.curve_points) for f in grid]),
+        ("nll", [f * nll for f in grid]),
+        (
+            "evaluate: curve",
+            [
+                f * e.curve_samples * sum(n for _, n in e.curve_points) * curved
+                for f, curved in zip(grid, curves, strict=True)
+            ],
+        ),
         ("evaluate: fid", [fid for _ in grid]),
         ("train-cond", [f * train for f in cond]),
         ("sample-cond", [f * s.num_samples * steps * guided for f in cond]),
-        ("nll-cond", [f * e.nll_images * T for f in cond]),
+        ("nll-cond", [f * nll for f in cond]),
         ("evaluate-cond: fid", [fid for _ in cond]),
     ]
     stages = tuple(StageCost(name, tuple(flops)) for name, flops in rows if any(flops))

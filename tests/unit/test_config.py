@@ -140,8 +140,25 @@ def test_aux_variance_is_a_loss_setting_with_one_default_everywhere():
         ({"losses": {"aux": {"aux_lambda": -1}}}, "cosine-aux", "losses.aux.aux_lambda must be >= 0"),
         ({"evaluate": {"curve": {"ddim": [0]}}}, None, r"evaluate.curve.ddim: \[0\] must be positive"),
         ({"evaluate": {"curve": {"ancestral": [2000]}}}, None, "2000 steps is more than T=1000"),
+        ({"evaluate": {"curve_losses": ["hybird"]}}, None, "evaluate.curve_losses: unknown 'hybird'"),
+        ({"evaluate": {"nll_strata": -1}}, None, "evaluate.nll_strata must be >= 0"),
+        ({"evaluate": {"kid_subsets": 1}}, None, "evaluate.kid_subsets must be >= 2"),
     ],
 )
 def test_bad_grid_settings_name_the_key(data, cell, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(data, cell=cell)
+
+
+@pytest.mark.parametrize(
+    "curve_losses,cell,expected",
+    [
+        ([], "linear-vlb", True),
+        (["simple", "hybrid"], "cosine-hybrid", True),
+        (["simple"], "cosine-aux", False),
+    ],
+)
+def test_the_step_curve_is_drawn_for_the_listed_objectives_only(curve_losses, cell, expected):
+    data = {"evaluate": {"curve": {"ancestral": [10, 1000]}, "curve_losses": curve_losses}}
+    assert config_from_dict(data, cell=cell).has_step_curve is expected
+    assert not config_from_dict({"evaluate": {"curve": {}}}, cell=cell).has_step_curve

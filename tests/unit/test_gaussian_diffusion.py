@@ -489,3 +489,74 @@ def test_training_floors_the_decoder_bins_and_the_reported_bound_is_exact(make_d
     )
     bound_l0 = d.calc_bpd_loop(far, x0, clip_denoised=False)["vb"][:, 0]
     assert (bound_l0 > 3 * train_l0).all()  # ~13 standard deviations off: ~124 bits exact
+
+
+def _constant_x0_model(x, t):
+    """START_X with a constant prediction: every term of the bound is a function of t alone
+    (the posterior means differ by coef1_t (x_0 - 0.3), whatever x_t is), so the stratified
+    estimate's only noise is the draw of t."""
+    return torch.full_like(x, 0.3)
+
+
+@pytest.mark.parametrize("schedule,spacing", [("linear", "uniform"), ("cosine", "geometric")])
+def test_estimate_bpd_with_one_timestep_per_stratum_is_the_full_bound(make_diffusion, schedule, spacing):
+    d = make_diffusion(schedule, 40, mean=ModelMeanType.START_X, var=ModelVarType.FIXED_SMALL)
+    x0 = torch.round((batch(n=3)[0] + 1) * 127.5) / 127.5 - 1
+    full = d.calc_bpd_loop(_constant_x0_model, x0)
+    est = d.estimate_bpd(_constant_x0_model, x0, strata=39, max_batch=25, spacing=spacing)
+    assert (est["timesteps"] == torch.arange(1, 40)).all()
+    torch.testing.assert_close(est["total_bpd"], full["total_bpd"])
+    torch.testing.assert_close(est["decoder_bpd"], full["vb"][:, 0])
+    torch.testing.assert_close(est["kl_bpd"], full["vb"][:, 1:].sum(1))
+
+
+@pytest.mark.parametrize(
+    "strata,spacing", [(1, "uniform"), (4, "uniform"), (7, "uniform"), (4, "geometric"), (7, "geometric")]
+)
+def test_estimate_bpd_is_unbiased_and_draws_inside_each_stratum(make_diffusion, strata, spacing):
+    T = 30
+    d = make_diffusion("cosine", T, mean=ModelMeanType.START_X, var=ModelVarType.FIXED_SMALL)
+    x0 = torch.round((batch(n=1)[0] + 1) * 127.5) / 127.5 - 1
+    full = d.calc_bpd_loop(_constant_x0_model, x0)["total_bpd"][0]
+    many = x0.expand(4000, *x0.shape[1:])
+    est = d.estimate_bpd(
+        _constant_x0_model, many, strata, generator=torch.Generator().manual_seed(0), spacing=spacing
+    )
+    edges = d.bound_strata(strata, spacing)
+    assert edges[0] == 1 and edges[-1] == T and (edges.diff() >= 1).all()
+    drawn = est["timesteps"]
+    assert ((drawn >= edges[:-1]) & (drawn < edges[1:])).all()
+    assert len(drawn.unique()) == T - 1  # every timestep is reachable
+    total = est["total_bpd"]
+    se = total.std() / math.sqrt(len(total))
+    assert abs(total.mean() - full) < 4 * se
+    # A different quantity shows the test can fail: dropping the weights biases the sum.
+    unweighted = est["prior_bpd"] + est["decoder_bpd"] + est["kl_bpd"] * strata / (T - 1)
+    assert abs(unweighted.mean() - full) > 4 * se
+
+
+def test_estimate_bpd_draws_depend_on_the_generator_alone(make_diffusion):
+    d = make_diffusion("linear", 50)
+    net = TinyNet(2, 2)
+    x0 = torch.round((batch(n=4)[0] + 1) * 127.5) / 127.5 - 1
+    runs = [
+        d.estimate_bpd(net, x0, 10, generator=torch.Generator().manual_seed(s), max_batch=mb)
+        for s, mb in ((3, None), (3, None), (4, None))
+    ]
+    torch.testing.assert_close(runs[0]["total_bpd"], runs[1]["total_bpd"], rtol=0, atol=0)
+    assert not torch.equal(runs[0]["timesteps"], runs[2]["timesteps"])
+    with pytest.raises(ValueError, match="strata must be in 1..T-1 = 49"):
+        d.estimate_bpd(net, x0, 50)
+    with pytest.raises(ValueError, match="unknown strata spacing 'log'"):
+        d.estimate_bpd(net, x0, 5, spacing="log")
+
+
+@pytest.mark.parametrize("strata", [1, 2, 10, 100, 500, 998, 999])
+def test_geometric_strata_are_k_contiguous_strata_narrowest_first(make_diffusion, strata):
+    d = make_diffusion("linear", 1000)
+    edges = d.bound_strata(strata, "geometric")
+    widths = edges.diff()
+    assert len(edges) == strata + 1 and edges[0] == 1 and edges[-1] == 1000 and (widths >= 1).all()
+    assert (widths[1:] >= widths[:-1] - 1).all()  # never narrower further on, up to rounding
+    if strata == 100:  # t = 1..14 each exact, the last stratum ~66 wide (1000^(1/100) = 1.07)
+        assert (widths[:14] == 1).all() and 60 < widths[-1] < 70

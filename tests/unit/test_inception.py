@@ -218,8 +218,10 @@ def test_the_reference_stage_and_evaluate_compute_fid_with_cached_weights(
         and metrics["inception"]["fid_test_vs_train"] > 0
     )
     assert (tmp_path / INCEPTION_STATS_FILE).is_file()
-    fid = Reference(tmp_path).inception_fid(_tiny_split(2, 4))
-    assert set(fid) == {"fid_inception"} and np.isfinite(fid["fid_inception"]) and fid["fid_inception"] > 0
+    fid = Reference(tmp_path, bootstrap_rounds=5, kid_subsets=2).inception_fid(_tiny_split(2, 4))
+    assert np.isfinite(fid["fid_inception"]) and fid["fid_inception"] > 0
+    assert fid["fid_inception_low"] <= fid["fid_inception_high"] and fid["fid_inception_se"] >= 0
+    assert np.isfinite(fid["kid_inception"]) and fid["kid_inception_subsets"] == 2  # 4 samples: 2 subsets
 
 
 def test_without_weights_fid_is_not_computed_and_says_why(tmp_path, monkeypatch, capsys):

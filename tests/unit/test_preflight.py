@@ -212,6 +212,20 @@ def test_each_stage_is_its_formula_of_the_counted_forward():
     assert totals["sample-cond"] == f * s.num_samples * 25
 
 
+def test_nll_cost_counts_the_whole_split_and_the_strata():
+    f = count_forward_flops(build_unet_config(load_config(DIGITS_COND), 8, 1, None))
+    T = load_config(DIGITS_COND).diffusion.timesteps
+
+    def nll(*overrides):
+        table = projected_cost(load_config(DIGITS_COND, list(overrides)))
+        return next(st.flops_per_cell[0] for st in table.stages if st.stage == "nll")
+
+    assert nll("evaluate.nll_images=0") == f * 359 * T  # round(1797 x 0.2) test images
+    assert nll("evaluate.nll_images=0", "evaluate.nll_strata=49") == f * 359 * 50  # L_0 + 49 strata
+    assert nll("evaluate.nll_images=5000") == f * 359 * T  # no more than the split holds
+    assert nll("evaluate.nll_images=20", f"evaluate.nll_strata={T - 1}") == f * 20 * T  # every term
+
+
 def test_projected_cost_is_linear_in_train_steps():
     one, two = (projected_cost(load_config(SMOKE, [f"train.steps={n}"])) for n in (30, 60))
     for a, b in zip(one.stages, two.stages, strict=True):

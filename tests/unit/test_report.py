@@ -108,19 +108,21 @@ def test_paper_numbers_stand_beside_ours_in_the_right_rows(full):
     out, _ = full
     md = (out / "report.md").read_text()
     main = table_rows(md, "Results")
-    # columns: schedule, objective, train loss, NLL, FD, IS, FID, C10 NLL, C10 FID, IN64 NLL, IN64 FID
-    assert main["cosine L_vlb"][3] == "3.800 ± 0.020" and main["cosine L_vlb"][7:] == [
+    # columns: schedule, objective, train loss, NLL, FD [95%], KID, IS, FID, C10 NLL, C10 FID, IN64 NLL,
+    # IN64 FID
+    assert main["cosine L_vlb"][3:6] == ["3.800 ± 0.020", "25.00 [24.40, 25.60]", "25.00 ± 0.30"]
+    assert main["cosine L_vlb"][8:] == [
         "2.94 (T=4K)",
         "11.47 (T=4K)",
         "3.57 (T=4K)",
         "56.7 (T=4K)",
     ]
-    assert main["linear L_simple"][7:] == ["3.73", "3.29", "3.99", "32.5"]  # the T=1K rows match our T
-    assert main["linear L_vlb"][7:] == ["—"] * 4
-    assert main["cosine L_aux (extension)"][7:] == ["—"] * 4
+    assert main["linear L_simple"][8:] == ["3.73", "3.29", "3.99", "32.5"]  # the T=1K rows match our T
+    assert main["linear L_vlb"][8:] == ["—"] * 4
+    assert main["cosine L_aux (extension)"][8:] == ["—"] * 4
     d3pm = table_rows(md, "The auxiliary loss beside D3PM")
-    assert d3pm["linear-vlb"][5:] == ["Gauss, L_vb", "3.966", "7.75", "15.30"]
-    assert d3pm["cosine-aux (extension)"][5:] == ["Gauss, L_lambda=0.001", "3.975", "8.54", "8.34"]
+    assert d3pm["linear-vlb"][6:] == ["Gauss, L_vb", "3.966", "7.75", "15.30"]
+    assert d3pm["cosine-aux (extension)"][6:] == ["Gauss, L_lambda=0.001", "3.975", "8.54", "8.34"]
     # the caption says which x_0-distribution and which timestep samplers ran
     assert "under the 'posterior' x_0-distribution" in md
     assert "'loss-second-moment' for aux and 'loss-second-moment' for vlb" in md
@@ -142,8 +144,8 @@ def test_missing_numbers_are_not_computed_never_a_number(holes):
     out, paths = holes
     md = (out / "report.md").read_text()
     linear_simple = table_rows(md, "Results")["linear L_simple"]
-    assert linear_simple[2:7] == ["not computed"] * 5
-    assert table_rows(md, "Results")["cosine L_vlb"][6] == "not computed"  # no FID anywhere
+    assert linear_simple[2:8] == ["not computed"] * 6
+    assert table_rows(md, "Results")["cosine L_vlb"][7] == "not computed"  # no FID anywhere
     assert "FID (Inception): not computed (Inception weights not found at /nowhere)." in md
     assert "Sample quality vs sampling steps (Improved DDPM Fig. 8): not computed." in md
     assert "Not computed: no class-conditional run" in md
@@ -153,7 +155,9 @@ def test_missing_numbers_are_not_computed_never_a_number(holes):
     assert (
         record["cell"] == "linear-simple" and record["nll_bpd"] == record["fd_classifier"] == "not computed"
     )
-    assert (out / "steps.csv").read_text() == "cell,schedule,loss,method,steps,samples,fd_classifier\n"
+    assert (out / "steps.csv").read_text() == (
+        "cell,schedule,loss,method,steps,samples,fd_classifier,fd_classifier_se,fd_ratio,fd_ratio_se\n"
+    )
 
 
 def test_report_csv_and_steps_csv_parse_back(full):
@@ -168,7 +172,8 @@ def test_report_csv_and_steps_csv_parse_back(full):
     points = list(csv.DictReader((out / "steps.csv").open()))
     assert len(points) == 8 * 8  # 5 ancestral + 3 DDIM per cell
     first = points[0]
-    assert (first["cell"], first["method"], first["steps"]) == ("linear-simple", "ancestral", "25")
+    assert (first["cell"], first["method"], first["steps"]) == ("linear-simple", "ancestral", "10")
+    assert float(first["fd_ratio"]) == 3.5 and float(first["fd_ratio_se"]) == 0.05
 
 
 def test_latex_is_escaped_booktabs_with_balanced_environments(full):

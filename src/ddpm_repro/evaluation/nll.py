@@ -1,5 +1,6 @@
-"""Negative log-likelihood in bits/dim through the full variational bound (DDPM eq. 5):
-the prior term plus all T terms, per test image, from one draw of x_t per term."""
+"""Negative log-likelihood in bits/dim through the variational bound (DDPM eq. 5), per test
+image: the prior and L_0 exactly, and the T - 1 KL terms either every one or as an unbiased
+stratified estimate (`GaussianDiffusion.estimate_bpd`); one draw of x_t per computed term."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def evaluate_nll(
     test: ImageArrays,
     num_images: int,
     max_batch: int,
+    strata: int = 0,
     chunk_images: int = 16,
     clip_denoised: bool = True,
     seed: int = 0,
@@ -32,19 +34,25 @@ def evaluate_nll(
     progress: bool = True,
     run_chunks: RunChunks | None = None,
 ) -> dict | None:
-    """The bound on the first `num_images` test images (all of them if fewer).
+    """The bound on the first `num_images` test images (0, or more than there are: all).
 
-    The images go in chunks of `chunk_images`; chunk k draws every x_t from a generator
-    seeded by (seed, k), so an image's bound depends on its index alone, not on how the
-    chunks are split between processes (`run_chunks`, as in sampling.generate; a worker that
-    is not rank 0 gets None). Each model call stacks up to `max_batch` examples
-    (images x timesteps).
+    `strata` = 0 (or T - 1 or more) sums every one of the T terms; K in 1..T-2 estimates the
+    T - 1 KL terms from one timestep in each of K strata, weighted by the stratum's size
+    (unbiased; its timestep noise is inside nll_bpd_se). The images go in chunks of
+    `chunk_images`; chunk k draws every t and x_t from a generator seeded by (seed, k), so an
+    image's value depends on its index alone, not on how the chunks are split between
+    processes (`run_chunks`, as in sampling.generate; a worker that is not rank 0 gets None),
+    and two checkpoints scored with the same seed see the same t and noise (paired
+    comparisons). Each model call stacks up to `max_batch` (image, timestep) examples.
 
     Returns bits/dim: nll_bpd (mean) and nll_bpd_se (standard error over images),
-    prior_bpd, decoder_bpd (L_0), kl_bpd (sum of L_1..L_{T-1}), with nll_images and
-    nll_terms (T, every term summed), and nll_per_image (the n totals, in order).
+    prior_bpd, decoder_bpd (L_0), kl_bpd (sum of L_1..L_{T-1}, or its estimate), with
+    nll_images, nll_terms (model evaluations per image: T, or K + 1), nll_estimate
+    ("full bound" or "stratified") and nll_per_image (the n totals, in order).
     """
-    n = min(num_images, len(test.images))
+    T = diffusion.num_timesteps
+    strata = strata if 0 < strata < T - 1 else T - 1
+    n = min(num_images, len(test.images)) if num_images > 0 else len(test.images)
     if n == 0:
         raise ValueError("the test split is empty")
     x = test.to_tensor()[:n]
@@ -57,9 +65,10 @@ def evaluate_nll(
     def chunk(k: int) -> dict[str, np.ndarray]:
         part = slice(k * chunk_images, min(n, (k + 1) * chunk_images))
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, _NLL_STREAM, k))
-        out = diffusion.calc_bpd_loop(
+        out = diffusion.estimate_bpd(
             model,
             x[part].to(device),
+            strata,
             clip_denoised=clip_denoised,
             model_kwargs={"y": labels[part].to(device)} if labels is not None else None,
             generator=generator,
@@ -70,8 +79,8 @@ def evaluate_nll(
         return {
             "total": out["total_bpd"].double().cpu().numpy(),
             "prior": out["prior_bpd"].double().cpu().numpy(),
-            "decoder": out["vb"][:, 0].double().cpu().numpy(),
-            "kl": out["vb"][:, 1:].sum(dim=1).double().cpu().numpy(),
+            "decoder": out["decoder_bpd"].double().cpu().numpy(),
+            "kl": out["kl_bpd"].double().cpu().numpy(),
         }
 
     parts = (run_chunks or run_in_process)(num_chunks, chunk)
@@ -90,6 +99,7 @@ def evaluate_nll(
         "decoder_bpd": float(decoder.mean()),
         "kl_bpd": float(kl.mean()),
         "nll_images": n,
-        "nll_terms": diffusion.num_timesteps,
+        "nll_terms": strata + 1,
+        "nll_estimate": "full bound" if strata == T - 1 else "stratified",
         "nll_per_image": total.tolist(),  # for paired comparisons between cells (same images, noise)
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,6 +15,7 @@ from ..config import SampleConfig, SampleMethod
 from ..diffusion import GaussianDiffusion
 from ..sampling import generate
 from ..sharding import RunChunks
+from .frechet import bootstrap_indices, feature_statistics, frechet_distance, frechet_draws
 from .reference import Reference
 
 
@@ -30,7 +32,13 @@ def step_curve(
     progress: bool = False,
     point_chunks: Callable[[str], RunChunks] | None = None,
 ) -> list[dict]:
-    """One result per (method, steps) point: {"method", "steps", "samples", "fd_classifier"}.
+    """One result per (method, steps) point: {"method", "steps", "samples", "fd_classifier",
+    "fd_classifier_se"}, and for ancestral points when the curve has the full chain (T steps)
+    "fd_ratio" = FD(n) / FD(T) with "fd_ratio_se".
+
+    Standard errors are bootstrap ones (`bootstrap_indices`, evaluate's rounds): every
+    point's samples start from the same noise, so each round redraws the same sample indices
+    at every point, and the ratio's spread is that of a paired comparison.
 
     `sample` gives the seed, clipping, eta and guidance; every point starts from the same
     noise (same seed), so the curve shows the effect of the chain's length alone. A step
@@ -40,7 +48,7 @@ def step_curve(
     `run`); a worker that is not rank 0 gets an empty list.
     """
     T = diffusion.num_timesteps
-    results = []
+    results, features = [], []
     for method, n in points:
         if not 0 < n <= T:
             raise ValueError(f"a step-curve point of {n} steps is not in 1..T={T}")
@@ -54,6 +62,18 @@ def step_curve(
         )  # fmt: skip
         if samples is None:
             continue
-        fd = reference.classifier_quality(samples)["fd_classifier"]
+        feats, _ = reference.classifier_features(samples)
+        features.append(feats)
+        fd = frechet_distance(*feature_statistics(feats), reference.mu, reference.sigma)
         results.append({"method": method.value, "steps": n, "samples": num_samples, "fd_classifier": fd})
+    if not results:
+        return results
+    indices = bootstrap_indices(num_samples, reference.rounds)
+    draws = [frechet_draws(f, reference.mu, reference.sigma, indices) for f in features]
+    full = next((i for i, r in enumerate(results) if r["method"] == "ancestral" and r["steps"] == T), None)
+    for i, r in enumerate(results):
+        r["fd_classifier_se"] = float(draws[i].std(ddof=1))
+        if full is not None and r["method"] == "ancestral":
+            r["fd_ratio"] = r["fd_classifier"] / results[full]["fd_classifier"]
+            r["fd_ratio_se"] = float(np.std(draws[i] / draws[full], ddof=1))
     return results

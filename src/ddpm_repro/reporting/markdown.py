@@ -43,6 +43,27 @@ def _sizes(rows: list[dict], key: str) -> str:
     return ", ".join(map(str, sorted({r[key] for r in rows if r.get(key) is not None}))) or NOT_COMPUTED
 
 
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else factor * value
+
+
+def _nll_method(rows: list[dict]) -> str:
+    """How the cells' NLL was computed: the full bound, or the stratified estimate with K strata."""
+    methods = set()
+    for r in rows:
+        if r.get("nll_bpd") is None:
+            continue
+        if r.get("nll_estimate") == "stratified":
+            methods.add(
+                "L_0 and the prior exactly plus an unbiased stratified estimate of the T - 1 KL terms "
+                f"(one timestep drawn in each of {r['nll_terms'] - 1} equal strata, weighted by the "
+                "stratum's size; the same draws for every cell, and the timestep noise is inside ±)"
+            )
+        else:
+            methods.add("every one of the T terms plus the prior summed (full bound)")
+    return "; ".join(sorted(methods)) or NOT_COMPUTED
+
+
 def _setting(config: Config, rows: list[dict], reference: dict) -> list[str]:
     """The warning banner and the bullets saying what was run and what each metric is."""
     d, t = config.diffusion, config.train
@@ -61,10 +82,14 @@ def _setting(config: Config, rows: list[dict], reference: dict) -> list[str]:
     )
     n_train, n_test = (reference.get(k, NOT_COMPUTED) for k in ("train_images", "test_images"))
     classifier = (
-        "- FD / IS (classifier): Frechet distance and Inception-Score analogue of the samples in the "
+        "- FD / KID / IS (classifier): Frechet distance, kernel distance (KID, unbiased MMD^2 with the "
+        "cubic polynomial kernel) and Inception-Score analogue of the samples in the "
         "features of a small CNN trained on this dataset by the `reference` stage (test accuracy "
         f"{fmt(reference.get('classifier_test_accuracy'))}); samples per cell: {_sizes(rows, 'fd_samples')}. "
-        f"Real held-out images score FD {fmt(reference.get('fd_test_vs_train'))} and IS "
+        "FD's [interval] is the 95% bootstrap interval over the samples (the training statistics fixed); "
+        "KID's ± is its standard error over disjoint subsets of the samples. "
+        f"Real held-out images score FD {fmt(reference.get('fd_test_vs_train'))}, KID×10³ "
+        f"{fmt(_scaled(reference.get('kid_test_vs_train'), 1e3), '.2f')} and IS "
         f"{fmt(reference.get('is_test'), '.2f')} against the training set. Not Inception features: not "
         "comparable with any published FID."
     )
@@ -87,8 +112,8 @@ def _setting(config: Config, rows: list[dict], reference: dict) -> list[str]:
         f"{dataset}; {n_train} training / {n_test} test images.",
         f"- Model preset `{config.model.preset}`, T = {d.timesteps}, {t.steps} training steps of batch "
         f"{t.batch_size}, EMA {t.ema_rate}.",
-        f"- NLL: bits/dim on the first {_sizes(rows, 'nll_images')} test images, every one of the T terms "
-        "plus the prior summed (full bound), EMA weights; ± is the standard error over images.",
+        f"- NLL: bits/dim on {_sizes(rows, 'nll_images')} test images, {_nll_method(rows)}, EMA weights; "
+        "± is the standard error over images.",
         "- Train loss: the objective's own value (L_simple, T·L_t, ...) averaged over the last "
         f"{t.log_every} steps; losses of different objectives are not comparable with each other.",
         classifier,

@@ -69,9 +69,10 @@ def _bars(ax, names: list[str], values: list[float | None], errors: list[float |
 
 
 def nll_fd(rows: list[dict], path: Path) -> Path | None:
-    """NLL (bits/dim, error bars = 1 s.e.) and FD (classifier) per cell; FID (Inception)
+    """NLL, FD (classifier) and KID (classifier) per cell, error bars 1 s.e.; FID (Inception)
     too where any cell has it."""
     panels = [("nll_bpd", "NLL (bits/dim)"), ("fd_classifier", "FD (classifier)")]
+    panels.append(("kid_classifier", "KID (classifier)"))
     if any(r.get("fid_inception") is not None for r in rows):
         panels.append(("fid_inception", "FID (Inception)"))
     if not rows or all(r.get(k) is None for r in rows for k, _ in panels):
@@ -80,19 +81,20 @@ def nll_fd(rows: list[dict], path: Path) -> Path | None:
     fig = Figure(figsize=(4.0 * len(panels), 3.6))
     for i, (key, label) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
-        errors = [r.get("nll_bpd_se") for r in rows] if key == "nll_bpd" else None
-        _bars(ax, names, [r.get(key) for r in rows], errors)
+        se_key = "nll_bpd_se" if key == "nll_bpd" else f"{key}_se"
+        _bars(ax, names, [r.get(key) for r in rows], [r.get(se_key) for r in rows])
         if key == "nll_bpd":
             ax.set_title(f"{label}, error bar 1 s.e.")
-        else:  # one diverged cell would flatten the others on a linear axis
-            ax.set_title(f"{label}, lower is better")
-            _log_y(ax)
+        else:
+            ax.set_title(f"{label}, lower is better, error bar 1 s.e.", fontsize="small")
+            if key != "kid_classifier":  # one diverged cell would flatten the others; KID can be < 0
+                _log_y(ax)
     return _save(fig, path)
 
 
 def sampling_steps(rows: list[dict], path: Path) -> Path | None:
-    """FD (classifier) vs the number of sampling steps, log-x: ancestral (respaced) solid,
-    DDIM dashed, one colour per cell (Improved DDPM Fig. 8)."""
+    """FD (classifier) vs the number of sampling steps, log-x, error bars 1 bootstrap s.e.:
+    ancestral (respaced) solid, DDIM dashed, one colour per cell (Improved DDPM Fig. 8)."""
     curves = [r for r in rows if r.get("step_curve")]
     if not curves:
         return None
@@ -101,13 +103,16 @@ def sampling_steps(rows: list[dict], path: Path) -> Path | None:
     for i, r in enumerate(curves):
         for method, style in (("ancestral", "-"), ("ddim", "--")):
             points = sorted(
-                (p["steps"], p["fd_classifier"])
+                (p["steps"], p["fd_classifier"], p.get("fd_classifier_se") or 0.0)
                 for p in r["step_curve"]
                 if p.get("method") == method and p.get("fd_classifier") is not None
             )
             if points:
                 label = r["cell"] if method == "ancestral" else None  # colour = cell, style = method
-                ax.plot(*zip(*points, strict=True), style, marker="o", ms=3, color=f"C{i % 10}", label=label)
+                x, y, err = zip(*points, strict=True)
+                ax.errorbar(
+                    x, y, yerr=err, fmt=style, marker="o", ms=3, capsize=2, color=f"C{i % 10}", label=label
+                )
     ax.plot([], [], "k-", label="ancestral (respaced)")
     ax.plot([], [], "k--", label="DDIM")
     ax.set(xscale="log", xlabel="sampling steps", ylabel="FD (classifier), lower is better")

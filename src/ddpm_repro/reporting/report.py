@@ -25,7 +25,7 @@ def write_report(
     is the reference stage's metrics, `conditional` the class-conditional run's row
     (collect_conditional)."""
     out_dir = Path(out_dir)
-    claims = check_claims(rows)
+    claims = check_claims(rows, config.diffusion.timesteps)
     plots = write_plots(rows, out_dir / "plots", conditional)
     documents = {
         out_dir / "report.md": report_markdown(config, rows, claims, out_dir, plots, reference, conditional),

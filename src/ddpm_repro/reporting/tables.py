@@ -55,13 +55,35 @@ def setting(config: Config) -> str:
     )
 
 
+def fmt_interval(row: dict, key: str) -> str:
+    """'value [low, high]' (the bootstrap 95% interval), or the value alone when a row
+    predates the interval."""
+    if row.get(key) is None:
+        return NOT_COMPUTED
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    return f"{row[key]:.2f}" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
+
+
+def fmt_kid(row: dict, key: str) -> str:
+    """KID x 10^3 ± its s.e. x 10^3."""
+    if row.get(key) is None:
+        return NOT_COMPUTED
+    se = row.get(f"{key}_se")
+    return f"{1e3 * row[key]:.2f}" + ("" if se is None else f" ± {1e3 * se:.2f}")
+
+
 def _ours(row: dict) -> list[str]:
     return [
         fmt_nll(row),
-        fmt(row.get("fd_classifier"), ".2f"),
+        fmt_interval(row, "fd_classifier"),
+        fmt_kid(row, "kid_classifier"),
         fmt(row.get("is_classifier"), ".2f"),
-        fmt(row.get("fid_inception"), ".2f"),
+        fmt_interval(row, "fid_inception"),
     ]
+
+
+OURS_HEADER = ["NLL (bits/dim)", "FD (classifier) [95%]", "KID×10³ (classifier)", "IS (classifier)"]
+OURS_HEADER += ["FID (Inception) [95%]"]
 
 
 def _paper(
@@ -85,15 +107,15 @@ def main_table(config: Config, rows: list[dict]) -> Table:
         + _paper(IMAGENET64, (("nll", ".2f"), ("fid", ".1f")), T, schedule=r["schedule"], objective=r["loss"])
         for r in rows
     ]
-    header = ["schedule", "objective", "train loss", "NLL (bits/dim)", "FD (classifier)", "IS (classifier)"]
-    header += ["FID (Inception)", "CIFAR-10 NLL (paper)", "CIFAR-10 FID (paper)"]
+    header = ["schedule", "objective", "train loss", *OURS_HEADER]
+    header += ["CIFAR-10 NLL (paper)", "CIFAR-10 FID (paper)"]
     header += ["ImageNet-64 NLL (paper)", "ImageNet-64 FID (paper)"]
     caption = (
         f"Ours ({setting(config)}) beside Improved DDPM Table 2 (CIFAR-10, 500K iterations) and Table 1 "
         f"(ImageNet 64x64, 200K iterations); the paper's row at our T when it has one, else at T = 4K "
         f"(marked). {NO_PAPER_ROW}: the paper has no such row."
     )
-    return Table(header, body, caption, "ll" + "r" * 9)
+    return Table(header, body, caption, "ll" + "r" * 10)
 
 
 def _loss_setting(config: Config, entry: str, key: str) -> Any:
@@ -116,7 +138,7 @@ def d3pm_table(config: Config, rows: list[dict]) -> Table:
         for r in rows
         if r["loss"] == loss
     ]
-    header = ["cell", "NLL (bits/dim)", "FD (classifier)", "IS (classifier)", "FID (Inception)"]
+    header = ["cell", *OURS_HEADER]
     header += ["D3PM row", "D3PM NLL", "D3PM IS", "D3PM FID"]
     form = _loss_setting(config, "aux", "aux_variance")
     caption = (
@@ -127,7 +149,7 @@ def d3pm_table(config: Config, rows: list[dict]) -> Table:
         f"'{_loss_setting(config, 'aux', 'timestep_sampler')}' for aux and "
         f"'{_loss_setting(config, 'vlb', 'timestep_sampler')}' for vlb."
     )
-    return Table(header, body, caption, "lrrrrlrrr")
+    return Table(header, body, caption, "lrrrrrlrrr")
 
 
 def claims_table(claims: list[Claim]) -> Table:
@@ -165,16 +187,29 @@ CSV_FIELDS = [
     "nll_bpd",
     "nll_bpd_se",
     "nll_images",
+    "nll_estimate",
+    "nll_terms",
     "prior_bpd",
     "decoder_bpd",
     "kl_bpd",
     "fd_classifier",
+    "fd_classifier_se",
+    "fd_classifier_low",
+    "fd_classifier_high",
+    "kid_classifier",
+    "kid_classifier_se",
     "is_classifier",
     "fd_samples",
     "fid_inception",
+    "fid_inception_se",
+    "fid_inception_low",
+    "fid_inception_high",
+    "kid_inception",
+    "kid_inception_se",
     "checkpoint_step",
 ]
-STEP_FIELDS = ["cell", "schedule", "loss", "method", "steps", "samples", "fd_classifier"]
+STEP_FIELDS = ["cell", "schedule", "loss", "method", "steps", "samples", "fd_classifier", "fd_classifier_se"]
+STEP_FIELDS += ["fd_ratio", "fd_ratio_se"]
 
 
 def _csv(fields: list[str], records: list[dict]) -> str:
