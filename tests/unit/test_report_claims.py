@@ -137,6 +137,7 @@ def test_every_claim_holds_on_the_fixture_grid():
         in claims[STEPS].evidence
     )
     assert "Respaced to 13 and 25 of T = 1000" in claims[STEPS].claim
+    assert "KID×10³ aux 15.00 ± 0.30 vs vlb 20.00 ± 0.30 (z = +11.79)" in claims[AUX].evidence
 
 
 @pytest.mark.parametrize("loss", ["simple", "hybrid"])

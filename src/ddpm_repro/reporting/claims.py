@@ -38,12 +38,12 @@ CONTRADICTED = "contradicted"
 NOT_RESOLVED = "not resolved"
 MARGIN_SE = 2.0
 PAPER_T, PAPER_RESPACED = 4000, (50, 100)  # Improved DDPM Fig. 8: 50 and 100 of 4000 steps
-# lower is better; (value key, its s.e. key, label); the classifier's FD is required
+# lower is better; (value key, its s.e. key, label, shown x this); the classifier's FD is required
 QUALITY_METRICS = (
-    ("fd_classifier", "fd_classifier_se", "FD"),
-    ("kid_classifier", "kid_classifier_se", "KID"),
-    ("fid_inception", "fid_inception_se", "FID"),
-    ("kid_inception", "kid_inception_se", "KID (Inception)"),
+    ("fd_classifier", "fd_classifier_se", "FD", 1.0),
+    ("kid_classifier", "kid_classifier_se", "KID×10³", 1e3),
+    ("fid_inception", "fid_inception_se", "FID", 1.0),
+    ("kid_inception", "kid_inception_se", "KID×10³ (Inception)", 1e3),
 )
 RULES = (
     f"Each comparison gives z, the gap in the claimed direction over its standard error: holds at "
@@ -121,24 +121,20 @@ def _difference_se(a: dict, b: dict) -> tuple[float, str]:
     return math.hypot(a["nll_bpd_se"], b["nll_bpd_se"]), "unpaired"
 
 
-def _fmt_quality(value: float) -> str:
-    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.4f}"
-
-
 def _better_quality(a: dict | None, b: dict | None, name_a: str, name_b: str) -> Part:
     """A's samples better than B's in every quality metric both have (the classifier's FD
     required): one z per metric, combined as a claim's parts are."""
-    first, first_se, _ = QUALITY_METRICS[0]
+    first, first_se, _, _ = QUALITY_METRICS[0]
     if a is None or b is None or any(r.get(k) is None for r in (a, b) for k in (first, first_se)):
         return f"FD {name_a} vs {name_b}: {NOT_COMPUTED} (a value or its s.e. is missing)", NOT_COMPUTED
     shown, parts = [], []
-    for key, se_key, label in QUALITY_METRICS:
+    for key, se_key, label, scale in QUALITY_METRICS:
         if any(r.get(k) is None for r in (a, b) for k in (key, se_key)):
             continue
         z = _z(b[key] - a[key], math.hypot(a[se_key], b[se_key]))
         shown.append(
-            f"{label} {name_a} {_fmt_quality(a[key])} ± {_fmt_quality(a[se_key])} vs {name_b} "
-            f"{_fmt_quality(b[key])} ± {_fmt_quality(b[se_key])} (z = {z:+.2f})"
+            f"{label} {name_a} {scale * a[key]:.2f} ± {scale * a[se_key]:.2f} vs {name_b} "
+            f"{scale * b[key]:.2f} ± {scale * b[se_key]:.2f} (z = {z:+.2f})"
         )
         parts.append(("", verdict_of(z)))
     return ", ".join(shown), _combine(parts)
