@@ -531,12 +531,12 @@ def _run_preflight(config, tflops: float | None = None, gpus: int = 1) -> int:
 def _repro(args: argparse.Namespace) -> int:
     """`dvc repro` inside one MLflow parent run that groups the cells it (re)runs, after
     `preflight` found nothing missing."""
-    import subprocess
     import tempfile
 
     from .config import load_config
     from .io import write_text
     from .reporting.timing import machine, mlflow_metrics, read_timings, timing_markdown
+    from .repro import run_pipeline
     from .tracking import PipelineRun
 
     config = load_config(args.params)
@@ -546,11 +546,14 @@ def _repro(args: argparse.Namespace) -> int:
     with PipelineRun(config) as parent, tempfile.TemporaryDirectory() as scratch:
         timings = Path(scratch) / "timings.jsonl"
         env = {**os.environ, TIMINGS_ENV: str(timings)}
-        rc = subprocess.run(["dvc", "repro", *args.dvc_args], env=env).returncode
+        start = time.perf_counter()
+        dvc_args = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args  # repro -- -f
+        rc = run_pipeline(dvc_args, args.jobs, env)
+        wall = time.perf_counter() - start
         rows = read_timings(timings)
         if rows:  # also after a failure: what ran, and how long it took
-            write_text(reports / "timing.md", timing_markdown(rows, machine()))
-            parent.tracker.log_metrics(mlflow_metrics(rows))
+            write_text(reports / "timing.md", timing_markdown(rows, machine(), wall))
+            parent.tracker.log_metrics({**mlflow_metrics(rows), "pipeline_seconds": wall})
             parent.tracker.log_artifact(reports / "timing.md", "report")
         if rc != 0:
             raise SystemExit(rc)  # marks the parent run FAILED on the way out
@@ -743,12 +746,33 @@ def build_parser() -> argparse.ArgumentParser:
     repro = commands.add_parser(
         "repro",
         help="run `dvc repro` inside one MLflow parent run",
-        description="Opens a parent MLflow run, runs `dvc repro [DVC_ARGS]`, closes the run.",
+        description=(
+            "Opens a parent MLflow run, runs `dvc repro [DVC_ARGS]`, closes the run. Without "
+            "DVC_ARGS the cells' stage chains run side by side first (--jobs)."
+        ),
     )
     repro.add_argument("--params", default="params.yaml", help="params file naming the profile")
-    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed to dvc repro")
+    repro.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="cells run at once, each with cores/JOBS threads (default auto: one per core "
+        "without a GPU, 1 with one); ignored when DVC_ARGS are given",
+    )
+    repro.add_argument(
+        "dvc_args", nargs=argparse.REMAINDER, help="passed to dvc repro; put -- before flags (repro -- -f)"
+    )
     repro.set_defaults(func=_repro)
     return parser
+
+
+def _jobs(text: str) -> int | None:
+    """--jobs: 'auto' (None) or a positive integer."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be a positive integer or 'auto', got {text!r}")
+    return int(text)
 
 
 TIMINGS_ENV = "DDPM_REPRO_TIMINGS"  # set by `repro`: each stage appends its wall time here

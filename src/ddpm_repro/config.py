@@ -250,6 +250,7 @@ class EvaluateConfig:
     curve: dict[str, tuple[int, ...]] = field(default_factory=dict)
     curve_samples: int = 64
     curve_losses: tuple[str, ...] = ()  # the `losses` entries whose cells get the curve; (): all
+    curve_schedules: tuple[str, ...] = ()  # and the schedules; (): all
     # The uncertainty of sample quality: bootstrap rounds for the FD's s.e. and interval,
     # disjoint subsets of the samples for the KID's s.e.
     bootstrap_rounds: int = 200
@@ -368,6 +369,11 @@ class Config:
                 raise ConfigError(
                     f"evaluate.curve_losses: unknown {name!r}; valid (entries of losses): {valid}"
                 )
+        for name in self.evaluate.curve_schedules:
+            if name not in SCHEDULES:
+                raise ConfigError(
+                    f"evaluate.curve_schedules: unknown {name!r}; valid: {', '.join(sorted(SCHEDULES))}"
+                )
         for name, cell in self.conditional.cells.items():
             if cell.loss not in self.losses:
                 valid = ", ".join(self.losses)
@@ -380,10 +386,13 @@ class Config:
     @property
     def has_step_curve(self) -> bool:
         """Whether this cell's evaluate stage draws the step curve: a curve is set and the
-        cell's `losses` entry is in evaluate.curve_losses (or that list is empty)."""
+        cell's `losses` entry is in evaluate.curve_losses and its schedule in
+        evaluate.curve_schedules (an empty list takes every one)."""
+        e = self.evaluate
         entry = self.diffusion.variant or self.diffusion.loss.value
-        listed = not self.evaluate.curve_losses or entry in self.evaluate.curve_losses
-        return bool(self.evaluate.curve_points) and listed
+        listed = not e.curve_losses or entry in e.curve_losses
+        scheduled = not e.curve_schedules or self.diffusion.schedule in e.curve_schedules
+        return bool(e.curve_points) and listed and scheduled
 
     @property
     def cell(self) -> str:

@@ -286,7 +286,7 @@ def projected_cost(
     - nll: F x nll_images x T (every term of the bound; K + 1 with evaluate.nll_strata = K;
       nll_images = 0 is the whole test split, fewer if the split is smaller).
     - curve: F x curve_samples x the sum of the curve points' steps (unconditional cells of
-      the evaluate.curve_losses entries; all when it is empty).
+      the evaluate.curve_losses entries and evaluate.curve_schedules; an empty list is all).
     - fid: pytorch-fid's Inception forward x num_samples, unless evaluate.fid is never.
 
     Returns a CostTable; its hours are FLOPs / (tflops 1e12 x utilisation x gpus) / 3600,
@@ -313,8 +313,9 @@ def projected_cost(
 
     grid = [forward(loss) for _ in config.grid.schedules for loss in config.grid.losses]  # cells' order
     curves = [
-        not e.curve_losses or loss in e.curve_losses
-        for _ in config.grid.schedules
+        (not e.curve_losses or loss in e.curve_losses)
+        and (not e.curve_schedules or schedule in e.curve_schedules)
+        for schedule in config.grid.schedules
         for loss in config.grid.losses
     ]
     cond = [forward(c.loss) for c in config.conditional.cells.values()]

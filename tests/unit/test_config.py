@@ -141,6 +141,7 @@ def test_aux_variance_is_a_loss_setting_with_one_default_everywhere():
         ({"evaluate": {"curve": {"ddim": [0]}}}, None, r"evaluate.curve.ddim: \[0\] must be positive"),
         ({"evaluate": {"curve": {"ancestral": [2000]}}}, None, "2000 steps is more than T=1000"),
         ({"evaluate": {"curve_losses": ["hybird"]}}, None, "evaluate.curve_losses: unknown 'hybird'"),
+        ({"evaluate": {"curve_schedules": ["cosin"]}}, None, "evaluate.curve_schedules: unknown 'cosin'"),
         ({"evaluate": {"nll_strata": -1}}, None, "evaluate.nll_strata must be >= 0"),
         ({"evaluate": {"kid_subsets": 1}}, None, "evaluate.kid_subsets must be >= 2"),
     ],
@@ -162,3 +163,9 @@ def test_the_step_curve_is_drawn_for_the_listed_objectives_only(curve_losses, ce
     data = {"evaluate": {"curve": {"ancestral": [10, 1000]}, "curve_losses": curve_losses}}
     assert config_from_dict(data, cell=cell).has_step_curve is expected
     assert not config_from_dict({"evaluate": {"curve": {}}}, cell=cell).has_step_curve
+
+
+@pytest.mark.parametrize("cell,expected", [("cosine-hybrid", True), ("linear-hybrid", False)])
+def test_the_step_curve_is_drawn_for_the_listed_schedules_only(cell, expected):
+    data = {"evaluate": {"curve": {"ancestral": [10, 1000]}, "curve_schedules": ["cosine"]}}
+    assert config_from_dict(data, cell=cell).has_step_curve is expected

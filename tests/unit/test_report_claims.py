@@ -193,6 +193,19 @@ def test_steps_claim_needs_the_papers_ratios_on_the_curve(missing_steps):
     assert verdicts(rows)[STEPS] == NOT_COMPUTED
 
 
+def test_steps_claim_is_checked_on_the_schedules_that_drew_the_curve():
+    # evaluate.curve_schedules: [cosine]: the linear cells have no curve, and are not a part
+    rows = grid_rows()
+    for loss in LOSSES:
+        row(rows, f"linear-{loss}")["step_curve"] = []
+    claim = check_claims(rows)[STEPS]
+    assert claim.verdict == HOLDS and claim.evidence.startswith("cosine: ") and "linear" not in claim.evidence
+    for loss in LOSSES:  # no curve anywhere: not computed, and it says so for both schedules
+        row(rows, f"cosine-{loss}")["step_curve"] = []
+    claim = check_claims(rows)[STEPS]
+    assert claim.verdict == NOT_COMPUTED and "linear" in claim.evidence and "cosine" in claim.evidence
+
+
 def test_aux_clearly_worse_than_vlb_contradicts_the_aux_claim():
     rows = grid_rows()
     row(rows, "cosine-aux")["fd_classifier"] = 40.0

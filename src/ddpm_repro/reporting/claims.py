@@ -204,9 +204,11 @@ def check_claims(rows: list[dict], timesteps: int = 1000) -> list[Claim]:
         )
     ]
     n = respaced_steps(timesteps)
+    # the schedules whose cells drew the curve (evaluate.curve_schedules); none: not computed
+    curved = [s for s in schedules if any((cell(s, x) or {}).get("step_curve") for x in ("simple", "hybrid"))]
     steps = [
         _degrades_more(cell(s, "simple"), cell(s, "hybrid"), "simple", "hybrid", f"{s}: ", n)
-        for s in schedules
+        for s in curved or schedules
     ]
     aux = [(s, [_better_quality(cell(s, "aux"), cell(s, "vlb"), "aux", "vlb")]) for s in schedules]
     return [

@@ -36,14 +36,22 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch CPU capability {capability}, {amx}{gpu}"
 
 
-def timing_markdown(rows: list[dict], machine_line: str) -> str:
-    """A Markdown table: stage | seconds | images/s, and the total, for the stages this run ran."""
+def timing_markdown(rows: list[dict], machine_line: str, wall_seconds: float | None = None) -> str:
+    """A Markdown table: stage | seconds | images/s, and the total, for the stages this run ran;
+    with `wall_seconds`, the whole run's wall time too (less than the total when cells ran side
+    by side)."""
+    wall = (
+        f"The whole run took {wall_seconds:.1f} s of wall time (DVC's own work included; "
+        "cells that ran side by side overlap in the stage total). "
+        if wall_seconds is not None
+        else ""
+    )
     lines = [
         "# Stage timings of the last `ddpm-repro repro`",
         "",
         f"Machine: {machine_line}. Wall time of each stage's command, process start excluded; "
-        "only the stages this run executed (DVC skips the unchanged ones). Timings compare "
-        "only within one run on one machine.",
+        "only the stages this run executed (DVC skips the unchanged ones). "
+        f"{wall}Timings compare only within one run on one machine.",
         "",
         "| stage | seconds | images/s |",
         "|---|---:|---:|",
