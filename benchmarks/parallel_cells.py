@@ -1,15 +1,15 @@
 """Does running cells side by side (`ddpm-repro repro --jobs N`) shorten the pipeline?
 
 Copies the working tree into a scratch folder with a cut-down default profile (the default's
-model, evaluation and curve; `--steps` training steps, every cell of the grid), then runs the
+model, evaluation and curve; `--steps` training steps, `--losses` for a smaller grid), then runs the
 whole pipeline from nothing with `--jobs 1` (DVC's one stage at a time, each stage with every
 core's threads) and with `--jobs N`, alternating A B A B for `--rounds` pairs. Prints each
 run's wall time and, pair by pair, the ratio jobs-1 / jobs-N with its median and range.
 
-  .venv/bin/python benchmarks/parallel_cells.py --jobs 2 --rounds 3 --steps 200
+  .venv/bin/python benchmarks/parallel_cells.py --jobs 2 --rounds 2 --steps 200 --losses simple,hybrid
 
 Writes benchmarks/results/parallel_cells.{json,md}. Run it on an idle machine: any other job
-on the cores changes both sides. About 3 min a run at --steps 200 on 2 cores.
+on the cores changes both sides. About 5 min a pair at those settings on 2 cores.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def scratch_repo(dest: Path, steps: int) -> Path:
+def scratch_repo(dest: Path, steps: int, losses: list[str] | None) -> Path:
     """A git repo at dest with the tracked and untracked (not ignored) files of this tree, the
-    default params with train.steps = steps, and no dvc.lock: every stage runs."""
+    default params with train.steps = steps (and grid.losses = losses when given), and no
+    dvc.lock: every stage runs."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\n")
@@ -47,6 +48,8 @@ def scratch_repo(dest: Path, steps: int) -> Path:
     (dest / "dvc.lock").unlink(missing_ok=True)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"]["steps"] = steps
+    if losses:
+        params["grid"]["losses"] = losses
     params["tracking"]["enabled"] = False
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.email=bench@ddpm-repro", "-c", "user.name=bench"]
@@ -81,10 +84,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="the side-by-side run's --jobs (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="A B pairs (default 3)")
     parser.add_argument("--steps", type=int, default=200, help="train.steps of every cell (default 200)")
+    parser.add_argument("--losses", default="", help="grid.losses, comma-separated (default: the profile's)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="parallel_cells_") as tmp:
-        template = scratch_repo(Path(tmp) / "template", args.steps)
+        losses = [x for x in args.losses.split(",") if x] or None
+        template = scratch_repo(Path(tmp) / "template", args.steps, losses)
         rounds = []
         for r in range(args.rounds):
             one = one_run(template, Path(tmp) / "run", 1)
@@ -95,7 +100,8 @@ def main() -> None:
     result = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
-        "profile": f"default, train.steps {args.steps}",
+        "profile": f"default profile, train.steps {args.steps}"
+        + (f", grid.losses {args.losses}" if args.losses else ""),
         "jobs": args.jobs,
         "rounds": rounds,
         "ratio_median": statistics.median(ratios),
@@ -106,7 +112,7 @@ def main() -> None:
     lines = [
         f"# Cells side by side: `ddpm-repro repro --jobs 1` against `--jobs {args.jobs}`",
         "",
-        f"{result['machine']}; {result['date']}; the default profile with train.steps {args.steps}, "
+        f"{result['machine']}; {result['date']}; the {result['profile']}; "
         "the whole pipeline from nothing, A B alternating.",
         "",
         f"| round | --jobs 1 (s) | --jobs {args.jobs} (s) | ratio |",

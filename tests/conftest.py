@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ddpm_repro.config import Config, config_from_dict  # noqa: E402
+from ddpm_repro.data import ImageArrays, save_arrays  # noqa: E402
+from ddpm_repro.data.arrays import split  # noqa: E402
+from ddpm_repro.data.digits import load_digits  # noqa: E402
 from ddpm_repro.diffusion import (  # noqa: E402
     GaussianDiffusion,
     LossType,
@@ -84,3 +87,17 @@ def tiny_config(**sections) -> Config:
     for name, values in sections.items():
         base[name] = {**base[name], **values}
     return config_from_dict(base)
+
+
+@pytest.fixture(scope="session")
+def digits_train() -> ImageArrays:
+    """The default profile's training split of sklearn's bundled digits (1,438 images)."""
+    return split(load_digits(), 0.2, seed=0)[0]
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory, digits_train):
+    """digits_train saved as the pipeline's .npz."""
+    path = tmp_path_factory.mktemp("data") / "train.npz"
+    save_arrays(path, digits_train)
+    return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -16,59 +15,21 @@ from . import __version__
 
 def _check_bound(args: argparse.Namespace) -> int:
     """Print the bound of the exact reverse process for Gaussian data beside its true NLL."""
-    import torch
+    from .diffusion.oracle import check_bound
 
-    from .diffusion import (
-        GaussianDiffusion,
-        LossType,
-        ModelMeanType,
-        ModelVarType,
-        get_named_beta_schedule,
+    rows = check_bound(args.mu, args.sigma, args.images, args.schedules, args.timesteps, args.seed)
+    first = next(rows)  # builds every process first: a bad schedule or T fails before any output
+    print(
+        f"8-bit pixels from N({args.mu}, {args.sigma}^2), {args.images} images of 8x8; bits/dim, mean +- s.e."
     )
-    from .diffusion.likelihood import NATS_TO_BITS, discretized_gaussian_log_likelihood, mean_flat
-    from .diffusion.oracle import GaussianDataOracle, discretization_gap_bits, sample_8bit_gaussian
-
-    mu, sigma = args.mu, args.sigma
-    x = sample_8bit_gaussian((args.images, 1, 8, 8), mu, sigma, torch.Generator().manual_seed(args.seed))
-    true_nll = (
-        -mean_flat(
-            discretized_gaussian_log_likelihood(
-                x, torch.full_like(x, mu), torch.full_like(x, math.log(sigma))
-            )
-        )
-        * NATS_TO_BITS
-    )
-    processes = [
-        GaussianDiffusion(
-            betas=get_named_beta_schedule(schedule, T),
-            model_mean_type=ModelMeanType.EPSILON,
-            model_var_type=ModelVarType.LEARNED_RANGE,
-            loss_type=LossType.VLB,
-        )
-        for schedule in args.schedules
-        for T in args.timesteps
-    ]  # built first, so a bad schedule or T fails before any output
-    print(f"8-bit pixels from N({mu}, {sigma}^2), {args.images} images of 8x8; bits/dim, mean +- s.e.")
     print(
         f"{'schedule':>8} {'T':>5} {'true NLL':>9} {'bound':>16} "
         f"{'bound - NLL':>12} {'expected gap':>12} {'time':>6}"
     )
-    names = [(schedule, T) for schedule in args.schedules for T in args.timesteps]
-    for (schedule, T), d in zip(names, processes, strict=True):
-        start = time.perf_counter()
-        out = d.calc_bpd_loop(
-            GaussianDataOracle(d, mu, sigma),
-            x,
-            clip_denoised=False,
-            generator=torch.Generator().manual_seed(args.seed + 1),
-            max_batch=8192,
-        )
-        diff = out["total_bpd"] - true_nll
-        se = float(diff.std() / args.images**0.5)
+    for r in [first, *rows]:
         print(
-            f"{schedule:>8} {T:>5} {float(true_nll.mean()):9.4f} "
-            f"{float(out['total_bpd'].mean()):9.4f} +- {se:.4f} {float(diff.mean()):+12.4f} "
-            f"{discretization_gap_bits(d):12.4f} {time.perf_counter() - start:5.1f}s"
+            f"{r.schedule:>8} {r.timesteps:>5} {r.true_nll:9.4f} {r.bound:9.4f} +- {r.bound_se:.4f} "
+            f"{r.excess:+12.4f} {r.expected_gap:12.4f} {r.seconds:5.1f}s"
         )
     return 0
 
@@ -119,11 +80,7 @@ def _train(args: argparse.Namespace) -> int:
 
             log = CsvMetricsLog(Path(args.checkpoint_dir) / "metrics.csv", trainer.step)
             tracker = Tracker(config, "train")
-            run_file = Path(args.checkpoint_dir) / "mlflow_run_id"
-            resume_id = run_file.read_text().strip() if trainer.step > 0 and run_file.is_file() else None
-            run_id = tracker.start_cell_run(resume_id)
-            if run_id:
-                write_text(run_file, run_id)
+            tracker.start_or_resume(Path(args.checkpoint_dir), resuming=trainer.step > 0)
             callbacks = [log, tracker]
         trainer.callbacks = tuple(callbacks)
         first_step = trainer.step
@@ -226,8 +183,9 @@ def _job_settings(path: Path, ckpt: dict, **settings) -> dict:
 def _sample(args: argparse.Namespace) -> int:
     """Generate from a checkpoint: uint8 .npz (images, labels) and optionally a PNG grid; in
     resumable chunks, across train.nproc workers."""
+    from .data import save_arrays
     from .launch import workers_to_start
-    from .sampling import Pretrained, save_grid, save_samples
+    from .sampling import Pretrained, save_grid
     from .sharding import ChunkedJob, partial_dir
     from .training.distributed import cleanup_distributed, setup_distributed
 
@@ -245,7 +203,7 @@ def _sample(args: argparse.Namespace) -> int:
             samples = pretrained.sample(run_chunks=job.run)
         seconds = time.perf_counter() - start
         if ctx.is_main:
-            save_samples(args.out, samples)
+            save_arrays(args.out, samples)
             if args.grid:
                 save_grid(args.grid, samples.images[: args.grid_size])
         job.finish()
@@ -306,6 +264,9 @@ def _nll(args: argparse.Namespace) -> int:
                 checkpoint_step=int(ckpt["step"]),
                 nll_seconds=round(time.perf_counter() - start, 1),
             )
+            # the per-image bounds (for paired claims) stay out of DVC's metrics file
+            per_image = {"cell": config.cell, "nll_per_image": metrics.pop("nll_per_image")}
+            write_json(Path(args.out).with_name(NLL_PER_IMAGE), per_image)
             write_json(args.out, metrics)
         job.finish()
     finally:
@@ -444,7 +405,8 @@ def _reference(args: argparse.Namespace) -> int:
 
 def _import_official(args: argparse.Namespace) -> int:
     """Convert a checkpoint released with Improved DDPM (openai/improved-diffusion) into ours."""
-    from .models.official import convert_official_checkpoint, settings_for
+    from .models.official import settings_for
+    from .training.official_checkpoint import convert_official_checkpoint
 
     settings = settings_for(
         args.source,
@@ -534,11 +496,17 @@ def _repro(args: argparse.Namespace) -> int:
     import tempfile
 
     from .config import load_config
+    from .errors import UserError
     from .io import write_text
     from .reporting.timing import machine, mlflow_metrics, read_timings, timing_markdown
     from .repro import run_pipeline
     from .tracking import PipelineRun
 
+    if Path(args.params).resolve() != Path("params.yaml").resolve():
+        raise UserError(
+            f"--params {args.params}: dvc.yaml's stages read ./params.yaml, so repro runs that file's "
+            f"profile only; copy {args.params} to params.yaml to run it"
+        )
     config = load_config(args.params)
     if rc := _run_preflight(config):
         return rc
@@ -751,7 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
             "DVC_ARGS the cells' stage chains run side by side first (--jobs)."
         ),
     )
-    repro.add_argument("--params", default="params.yaml", help="params file naming the profile")
+    repro.add_argument(
+        "--params", default="params.yaml", help="must be ./params.yaml, the file dvc.yaml's stages read"
+    )
     repro.add_argument(
         "--jobs",
         type=_jobs,
@@ -775,6 +745,7 @@ def _jobs(text: str) -> int | None:
     return int(text)
 
 
+NLL_PER_IMAGE = "nll_per_image.json"  # beside nll.json: each test image's bound, in order
 TIMINGS_ENV = "DDPM_REPRO_TIMINGS"  # set by `repro`: each stage appends its wall time here
 
 
@@ -803,10 +774,11 @@ def _record_timing(args: argparse.Namespace, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status: 0 ok, 1 non-finite loss or failed write, 2 bad
-    config or missing file, 130 interrupted. Errors print as one line naming the command."""
+    config, file, checkpoint or data (a `UserError`) or a missing file, 130 interrupted. These
+    print as one line naming the command. Anything else is a bug: its traceback is printed."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launched worker reruns
-    from .training.trainer import NonFiniteLossError
+    from .errors import NonFiniteLossError, UserError
 
     try:
         start = time.perf_counter()
@@ -817,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"ddpm-repro {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError and CheckpointError included
+    except (UserError, FileNotFoundError) as exc:  # ConfigError and CheckpointError included
         print(f"ddpm-repro {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk or a failing write: the outputs were not replaced

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cell import Cell
 from .diffusion import (
     SAMPLERS,
     SCHEDULES,
@@ -27,10 +28,11 @@ from .diffusion import (
     get_named_beta_schedule,
     space_timesteps,
 )
+from .errors import UserError
 from .models import PRESETS, UNetConfig, preset
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad params file or value; the message names the key."""
 
 
@@ -397,8 +399,8 @@ class Config:
     @property
     def cell(self) -> str:
         """This config's grid cell name, e.g. cosine-hybrid; "-cond" ends a class-conditional one."""
-        cond = "-cond" if self.model.class_cond else ""
-        return f"{self.diffusion.schedule}-{self.diffusion.variant or self.diffusion.loss.value}{cond}"
+        loss = self.diffusion.variant or self.diffusion.loss.value
+        return str(Cell(self.diffusion.schedule, loss, cond=self.model.class_cond))
 
 
 def _positive(obj: Any, section: str, *names: str) -> None:
@@ -524,9 +526,11 @@ def config_from_dict(data: dict, cell: str | None = None) -> Config:
     diffusion = dict(data.get("diffusion") or {})
     data["losses"] = losses = _merge_losses(data.get("losses") or {})
     if cell is not None:
-        schedule, sep, name = cell.partition("-")
-        if not sep:
-            raise ConfigError(f"cell {cell!r} is not of the form <schedule>-<loss>, e.g. cosine-hybrid")
+        try:
+            parsed = Cell.parse(cell)
+        except UserError as exc:
+            raise ConfigError(str(exc)) from None
+        schedule, name = parsed.schedule, parsed.loss
         if name not in losses:
             raise ConfigError(f"cell {cell!r}: no entry {name!r} under losses; valid: {', '.join(losses)}")
         settings = {k: v for k, v in losses[name].items() if v is not None}

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from .errors import UserError
+
 
 def resolve_nproc(setting: str, device: str) -> int:
     """train.nproc as a number: "auto" is every visible CUDA device when `device` (auto, cpu
@@ -45,7 +47,7 @@ def workers_to_start(setting: str, device: str) -> int:
         return 0
     n = resolve_nproc(setting, device)
     if n > 1 and device == "cuda" and n > torch.cuda.device_count():
-        raise ValueError(f"train.nproc={n} but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise UserError(f"train.nproc={n} but only {torch.cuda.device_count()} CUDA devices are visible")
     return n if n > 1 else 0
 
 

@@ -22,6 +22,7 @@ import torch
 from .config import Config, DataConfig, TrainConfig, build_unet_config
 from .data.sources import IMAGE_SUFFIXES
 from .diffusion import space_timesteps
+from .errors import UserError
 from .models import UNet, UNetConfig
 from .training.distributed import pick_device
 
@@ -264,7 +265,7 @@ def _nll_images(config: Config) -> int:
     elif wanted:
         return wanted
     else:
-        raise ValueError(
+        raise UserError(
             "evaluate.nll_images = 0 (the whole test split): the size of an image folder's split is not "
             "known here; set a number"
         )
@@ -293,12 +294,12 @@ def projected_cost(
     None when tflops is None.
     """
     if gpus < 1 or not 0 < utilisation <= 1 or (tflops is not None and tflops <= 0):
-        raise ValueError(
+        raise UserError(
             f"need gpus >= 1, 0 < utilisation <= 1, tflops > 0; got {gpus}, {utilisation}, {tflops}"
         )
     if config.data.dataset == "folder":
         if config.data.image_size is None:
-            raise ValueError("data.image_size is required for an image folder")
+            raise UserError("data.image_size is required for an image folder")
         size, channels = config.data.image_size, 3  # load_image_folder converts to RGB
     else:
         size, channels = IMAGE_SHAPES[config.data.dataset]

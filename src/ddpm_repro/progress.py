@@ -13,6 +13,8 @@ import sys
 import time
 from typing import TextIO
 
+from .errors import UserError
+
 DEFAULT_INTERVAL_S = 60.0
 
 
@@ -22,9 +24,9 @@ def log_interval() -> float:
     try:
         value = float(raw) if raw else DEFAULT_INTERVAL_S
     except ValueError:
-        raise ValueError(f"DDPM_REPRO_LOG_INTERVAL must be a number of seconds, got {raw!r}") from None
+        raise UserError(f"DDPM_REPRO_LOG_INTERVAL must be a number of seconds, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"DDPM_REPRO_LOG_INTERVAL must be >= 0, got {raw!r}")
+        raise UserError(f"DDPM_REPRO_LOG_INTERVAL must be >= 0, got {raw!r}")
     return value
 
 

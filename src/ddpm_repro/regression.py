@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
 from .io import write_json
 
 PINNED = {"probe_loss": "train.json", "nll_bpd": "nll.json", "fd_classifier": "eval.json"}
@@ -52,10 +53,10 @@ def load_pins(path: str | Path) -> dict:
     pins = json.loads(path.read_text())
     for key in ("tolerances", "cells"):
         if key not in pins:
-            raise ValueError(f"pins file '{path}' has no '{key}' section")
+            raise UserError(f"pins file '{path}' has no '{key}' section")
     missing = [m for m in PINNED if m not in pins["tolerances"]]
     if missing:
-        raise ValueError(f"pins file '{path}': no tolerance for {', '.join(missing)}")
+        raise UserError(f"pins file '{path}': no tolerance for {', '.join(missing)}")
     return pins
 
 
@@ -100,6 +101,6 @@ def update_pins(path: str | Path, got: dict[str, dict[str, float | None]]) -> No
     pins = load_pins(path)
     missing = [f"{cell}/{m}" for cell, values in got.items() for m, v in values.items() if v is None]
     if missing:
-        raise ValueError(f"cannot pin missing metrics: {', '.join(missing)}")
+        raise UserError(f"cannot pin missing metrics: {', '.join(missing)}")
     pins["cells"] = got
     write_json(path, pins)

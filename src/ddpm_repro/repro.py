@@ -24,6 +24,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .errors import UserError
+
 
 def available_cores() -> int:
     """The CPU cores this process may run on (the affinity mask, else os.cpu_count())."""
@@ -47,7 +49,7 @@ def list_stages(env: dict[str, str]) -> list[str]:
     """dvc.yaml's stage names in DVC's order (`dvc stage list --name-only`)."""
     result = subprocess.run(["dvc", "stage", "list", "--name-only"], env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"dvc stage list failed: {result.stderr.strip() or result.stdout.strip()}")
+        raise UserError(f"dvc stage list failed: {result.stderr.strip() or result.stdout.strip()}")
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config, SampleConfig, SampleMethod, build_diffusion, config_from_dict, config_to_dict
-from .data.arrays import ImageArrays, save_arrays, to_uint8
+from .data.arrays import ImageArrays, to_uint8
 from .diffusion import GaussianDiffusion, respaced
 from .io import atomic_write
 from .progress import Progress
@@ -59,14 +59,6 @@ class GuidedModel(nn.Module):
         return uncond + self.scale * (cond - uncond)
 
 
-@dataclass(frozen=True)
-class Samples:
-    """Generated images and the labels they were drawn for, as `generate` returns them."""
-
-    images: np.ndarray  # uint8 [N, H, W, C]
-    labels: np.ndarray  # int64 [N]; -1 for an unconditional model
-
-
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -78,7 +70,7 @@ def generate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     run_chunks: RunChunks | None = None,
-) -> Samples | None:
+) -> ImageArrays | None:
     """Draw config.num_samples images, in chunks of config.batch_size.
 
     Chunk k holds images k·batch_size onwards and draws all its noise from a generator
@@ -136,7 +128,7 @@ def generate(
         bar.close()
     if parts is None:
         return None
-    return Samples(np.concatenate([p["images"] for p in parts]), label_array)
+    return ImageArrays(np.concatenate([p["images"] for p in parts]), label_array)
 
 
 @dataclass
@@ -201,7 +193,7 @@ class Pretrained:
         progress: bool = False,
         run_chunks: RunChunks | None = None,
         **sample_settings,
-    ) -> Samples | None:
+    ) -> ImageArrays | None:
         """Draw images with the config's sample section, any of its keys replaced by
         `sample_settings` (num_samples, steps, method, eta, guidance_scale, seed, ...);
         `run_chunks` as in `generate` (None back on a worker that is not rank 0)."""
@@ -221,11 +213,6 @@ class Pretrained:
             progress=progress,
             run_chunks=run_chunks,
         )
-
-
-def save_samples(path: str | Path, samples: Samples) -> None:
-    """uint8 images and labels in one .npz, atomically."""
-    save_arrays(path, ImageArrays(samples.images, samples.labels))
 
 
 def save_grid(path: str | Path, images: np.ndarray, ncols: int | None = None, scale: int = 4) -> None:

@@ -84,6 +84,29 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# The diffusion keys that only some objectives read: logged only for those
+_OBJECTIVE_KEYS = {"hybrid_lambda": ("hybrid",), "aux_lambda": ("aux",), "aux_variance": ("aux",)}
+
+
+def applied_settings(config: Config) -> dict[str, str]:
+    """The settings this cell ran with, flattened ("train.lr": "0.001"), for its MLflow params:
+    the merged `diffusion` of its own objective, without the other `losses` entries, the grid,
+    the class-conditional section of an unconditional cell, or a lambda its objective never
+    reads. A user comparing runs in the MLflow UI sees only what applied."""
+    d = config_to_dict(config)
+    for section in ("losses", "grid"):
+        d.pop(section, None)
+    if not config.model.class_cond:
+        d.pop("conditional", None)
+    loss = config.diffusion.loss.value
+    for key, objectives in _OBJECTIVE_KEYS.items():
+        if loss not in objectives:
+            d["diffusion"].pop(key, None)
+    if not d["diffusion"].get("variant"):
+        d["diffusion"].pop("variant", None)
+    return _flatten(d)
+
+
 class Tracker:
     """A fail-safe handle on one cell's MLflow run. Every method is a no-op once disabled.
 
@@ -158,6 +181,8 @@ class Tracker:
         }
         if os.environ.get(PARENT_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+        if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
+            tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         if d.loss.value == "aux":
             tags["extension"] = "D3PM auxiliary loss applied to Gaussian diffusion (not in the papers)"
         return tags
@@ -179,9 +204,22 @@ class Tracker:
     def _log_params(self) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, v[:6000]) for k, v in _flatten(config_to_dict(self.config)).items()]
+        params = [Param(k, v[:6000]) for k, v in applied_settings(self.config).items()]
         for i in range(0, len(params), 100):
             self._client.log_batch(self.run_id, params=params[i : i + 100])
+
+    def start_or_resume(self, checkpoint_dir: Path, resuming: bool) -> str | None:
+        """The training run of a cell: a resumed cell (`resuming`) continues the MLflow run
+        whose id its checkpoint folder holds (`mlflow_run_id`); otherwise a new run starts and
+        its id is written there. Returns the run id (None when tracking is off or unreachable)."""
+        from .io import write_text
+
+        run_file = Path(checkpoint_dir) / "mlflow_run_id"
+        resume_id = run_file.read_text().strip() if resuming and run_file.is_file() else None
+        run_id = self.start_cell_run(resume_id)
+        if run_id:
+            write_text(run_file, run_id)
+        return run_id
 
     def find_cell_run(self) -> str | None:
         """The newest run of this profile's cell (by tags); a new one if there is none."""

@@ -1,5 +1,5 @@
-"""Fixtures shared by the integration tests: the digits data and one smoke pipeline run,
-once per session."""
+"""Fixtures shared by the integration tests: one smoke pipeline run, once per session, and
+scratch copies of the repository."""
 
 import os
 import shutil
@@ -8,23 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ddpm_repro.data import ImageArrays, save_arrays
-from ddpm_repro.data.arrays import split
-from ddpm_repro.data.digits import load_digits
-
-
-@pytest.fixture(scope="session")
-def digits_train() -> ImageArrays:
-    return split(load_digits(), 0.2, seed=0)[0]
-
-
-@pytest.fixture(scope="session")
-def digits_npz(tmp_path_factory, digits_train):
-    path = tmp_path_factory.mktemp("data") / "train.npz"
-    save_arrays(path, digits_train)
-    return path
-
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

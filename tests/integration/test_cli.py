@@ -160,13 +160,23 @@ def test_preflight_lists_each_missing_piece_on_one_line_with_the_cost(tmp_path, 
     assert "hours on 8 GPU(s)" in out and "not measured" in out
 
 
-def test_repro_stops_before_any_stage_when_preflight_finds_a_problem(tmp_path, capsys):
+def test_repro_refuses_a_params_file_the_stages_would_not_read(tmp_path, capsys, monkeypatch):
+    from ddpm_repro import cli as ddpm_cli
+
+    monkeypatch.chdir(tmp_path)
+    assert ddpm_cli.main(["repro", "--params", str(REPO / "pipelines" / "smoke" / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "dvc.yaml's stages read ./params.yaml" in err and err.count("\n") == 1
+
+
+def test_repro_stops_before_any_stage_when_preflight_finds_a_problem(tmp_path, capsys, monkeypatch):
     from ddpm_repro import cli as ddpm_cli
 
     params = (REPO / "pipelines" / "smoke" / "params.yaml").read_text().replace("device: cpu", "device: cuda")
     (tmp_path / "params.yaml").write_text(params)
     if torch.cuda.is_available():
         pytest.skip("this check needs a machine without CUDA")  # the message under test is CPU-only
-    assert ddpm_cli.main(["repro", "--params", str(tmp_path / "params.yaml")]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert ddpm_cli.main(["repro", "--params", "params.yaml"]) == 2
     err = capsys.readouterr().err
     assert "train.device is 'cuda' but no CUDA device is available" in err and "nothing was run" in err

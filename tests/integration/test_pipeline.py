@@ -25,7 +25,9 @@ def test_every_stage_wrote_its_outputs(smoke_repo):
         )
         assert train["cell"] == cell and train["steps"] == 30 and np.isfinite(train["final_loss"])
         assert nll["cell"] == cell and nll["nll_images"] == 8 and nll["nll_terms"] == 50
-        assert 0 < nll["nll_bpd"] < 16
+        assert 0 < nll["nll_bpd"] < 16 and "nll_per_image" not in nll  # not in DVC's metrics
+        per_image = json.loads((d / "nll_per_image.json").read_text())["nll_per_image"]
+        assert len(per_image) == 8 and np.mean(per_image) == pytest.approx(nll["nll_bpd"])
         assert (
             evaluation["fd_samples"] == 8
             and evaluation["fd_classifier"] >= 0
@@ -35,6 +37,10 @@ def test_every_stage_wrote_its_outputs(smoke_repo):
         assert (d / "samples.png").stat().st_size > 0
         samples = load_arrays(smoke_repo / "samples" / f"{cell}.npz")
         assert samples.images.shape == (8, 8, 8, 1) and samples.images.dtype == np.uint8
+    summary = json.loads((smoke_repo / "reports" / "summary.json").read_text())
+    assert list(summary) == CELLS and all(
+        set(v) >= {"final_loss", "nll_bpd", "fd_classifier"} for v in summary.values()
+    )
     reference = json.loads((smoke_repo / "reports" / "reference.json").read_text())
     assert 0 <= reference["classifier_test_accuracy"] <= 1 and reference["test_images"] == 359
     report = (smoke_repo / "reports" / "report.md").read_text()
@@ -98,6 +104,19 @@ def test_the_pipeline_is_up_to_date_after_a_run(smoke_repo):
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
 
 
+def test_an_edit_to_seeding_py_makes_every_stage_that_draws_seeds_stale(smoke_repo, tmp_path):
+    # seeding.py draws every training and sampling seed; DVC must see an edit to it
+    repo = copy_of_run(smoke_repo, tmp_path / "repo")
+    seeding = repo / "src" / "ddpm_repro" / "seeding.py"
+    seeding.write_text(seeding.read_text() + "\n# an edit\n")
+    status = run(["dvc", "status", "--json"], repo)
+    assert status.returncode == 0, status.stderr
+    stale = set(json.loads(status.stdout))
+    expected = {f"{stage}@{cell}" for stage in STAGES for cell in CELLS} | {"reference"}
+    assert expected <= stale, sorted(expected - stale)
+    assert "prepare" not in stale and "report" not in stale  # neither imports it
+
+
 def test_changing_one_objectives_key_reruns_only_its_cells(smoke_repo, tmp_path):
     repo = copy_of_run(smoke_repo, tmp_path / "repo", edit=("aux_lambda: 0.001", "aux_lambda: 0.002"))
     result = run(["dvc", "repro"], repo, DDPM_REPRO_TRACKING="0")
@@ -116,6 +135,8 @@ def test_a_dvc_experiment_sweeps_one_key_and_diffs_only_its_cells(smoke_repo, tm
         f"{stage}@{s}-aux" for stage in STAGES for s in ("linear", "cosine")
     }
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    summary = diff.pop("reports/summary.json")  # the run's summary: only the aux cells moved
+    assert {key.split(".")[0] for key in summary} == {"linear-aux", "cosine-aux"}, sorted(summary)
     assert {path.split("/")[2] for path in diff} == {"linear-aux", "cosine-aux"}, sorted(diff)
     show = run(["dvc", "exp", "show", "--json"], repo)
     assert show.returncode == 0 and "lambda2" in show.stdout and "nll_bpd" in show.stdout

@@ -61,3 +61,19 @@ def test_bound_of_the_exact_model_sits_just_above_the_discrete_nll(make_diffusio
     assert abs(exact - gap) <= 4 * se, f"bound - NLL = {exact:.4f}, expected gap {gap:.4f} +- {4 * se:.4f}"
     wrong, wrong_se = excess(1.1)
     assert wrong - gap > 4 * max(se, wrong_se), f"eps off by 10% moved the bound only {wrong:.4f}"
+
+
+def test_check_bound_rows_match_the_exact_models_gap_and_fail_early_on_a_bad_schedule():
+    # `ddpm-repro check-bound`'s experiment: the bound exceeds the true NLL by the expected gap
+    from ddpm_repro.diffusion.oracle import check_bound
+    from ddpm_repro.errors import UserError
+
+    rows = list(check_bound(MU, SIGMA, images=64, schedules=["linear", "cosine"], timesteps=[50]))
+    assert [(r.schedule, r.timesteps) for r in rows] == [("linear", 50), ("cosine", 50)]
+    for r in rows:
+        assert r.bound == pytest.approx(r.true_nll + r.excess)
+        assert abs(r.excess - r.expected_gap) < 4 * r.bound_se + 1e-3, r
+    with pytest.raises(UserError, match="unknown schedule 'cosin'"):
+        next(check_bound(MU, SIGMA, images=4, schedules=["linear", "cosin"], timesteps=[50]))
+    with pytest.raises(UserError, match="T=20 gives a last beta of 1"):
+        next(check_bound(MU, SIGMA, images=4, schedules=["linear"], timesteps=[20]))

@@ -25,13 +25,13 @@ from ddpm_repro.models.official import (
     PUBLISHED,
     OfficialCheckpointError,
     OfficialSettings,
-    convert_official_checkpoint,
     map_official_state_dict,
     official_unet_config,
     settings_for,
 )
 from ddpm_repro.sampling import generate
 from ddpm_repro.training import load_checkpoint, model_from_checkpoint
+from ddpm_repro.training.official_checkpoint import convert_official_checkpoint
 
 
 # ------------------------------------------------- the original architecture, as rules

@@ -93,6 +93,7 @@ def test_write_report_returns_every_file_it_wrote(full):
         "report.csv",
         "steps.csv",
         "report.tex",
+        "summary.json",
         "plots/loss_curves.png",
         "plots/nll_fd.png",
         "plots/sampling_steps.png",

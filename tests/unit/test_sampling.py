@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from ddpm_repro.config import build_diffusion
-from ddpm_repro.data import load_arrays
+from ddpm_repro.data import load_arrays, save_arrays
 from ddpm_repro.models import UNet, preset
-from ddpm_repro.sampling import GuidedModel, generate, save_grid, save_samples
+from ddpm_repro.sampling import GuidedModel, generate, save_grid
 
 from ..conftest import tiny_config
 
@@ -93,7 +93,7 @@ def test_samples_and_grid_files(tmp_path):
     cfg = tiny_config(sample={"num_samples": 6, "steps": "3"})
     model = trained_like(UNet(preset("tiny", out_channels=2)))
     out = generate(model, build_diffusion(cfg.diffusion), cfg.sample, (1, 8, 8), progress=False)
-    save_samples(tmp_path / "s.npz", out)
+    save_arrays(tmp_path / "s.npz", out)
     back = load_arrays(tmp_path / "s.npz")
     assert np.array_equal(back.images, out.images) and np.array_equal(back.labels, out.labels)
     save_grid(tmp_path / "grid.png", out.images, ncols=3, scale=2)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from ..io import atomic_write
 
 
@@ -24,11 +25,9 @@ class ImageArrays:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(
-                f"images must be uint8 [N, H, W, C], got {self.images.dtype} {self.images.shape}"
-            )
+            raise UserError(f"images must be uint8 [N, H, W, C], got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (len(self.images),):
-            raise ValueError(f"labels must be [N={len(self.images)}], got {self.labels.shape}")
+            raise UserError(f"labels must be [N={len(self.images)}], got {self.labels.shape}")
 
     @property
     def num_classes(self) -> int | None:
@@ -62,10 +61,10 @@ def load_arrays(path: str | Path) -> ImageArrays:
         with np.load(path) as z:
             missing = {"images", "labels"} - set(z.files)
             if missing:
-                raise ValueError(f"data file '{path}' lacks {sorted(missing)} (has {z.files})")
+                raise UserError(f"data file '{path}' lacks {sorted(missing)} (has {z.files})")
             return ImageArrays(images=z["images"], labels=z["labels"].astype(np.int64))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ValueError(f"data file '{path}' is not a readable .npz: {exc}") from None
+        raise UserError(f"data file '{path}' is not a readable .npz: {exc}") from None
 
 
 def split(arrays: ImageArrays, test_fraction: float, seed: int) -> tuple[ImageArrays, ImageArrays]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .arrays import ImageArrays, split
 from .digits import load_digits
 
@@ -75,7 +76,7 @@ def load_image_folder(root: str | Path, image_size: int) -> ImageArrays:
             continue
         labels.append(class_index.get(path.parent.relative_to(root).as_posix(), -1))
     if bad:
-        raise ValueError(f"{len(bad)} unreadable image(s) in '{root}': {'; '.join(bad)}")
+        raise UserError(f"{len(bad)} unreadable image(s) in '{root}': {'; '.join(bad)}")
     return ImageArrays(np.stack(images).astype(np.uint8), np.asarray(labels, dtype=np.int64))
 
 
@@ -91,8 +92,8 @@ def load_dataset(
         return split(load_digits(), test_fraction, seed)
     if name == "folder":
         if image_size is None:
-            raise ValueError("data.image_size is required for an image folder")
+            raise UserError("data.image_size is required for an image folder")
         return split(load_image_folder(root, image_size), test_fraction, seed)
     if name in ("cifar10", "mnist"):
         return _torchvision(name, Path(root), True), _torchvision(name, Path(root), False)
-    raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..errors import UserError
+
 MAX_BETA = 0.999  # Improved DDPM sec. 3.2: clip beta_t to at most 0.999 near t = T.
 
 
@@ -45,7 +47,7 @@ def linear_betas(num_timesteps: int) -> np.ndarray:
     scale = 1000.0 / num_timesteps
     beta_start, beta_end = scale * 1e-4, scale * 0.02
     if beta_end >= 1.0:
-        raise ValueError(
+        raise UserError(
             f"linear schedule: T={num_timesteps} gives a last beta of {beta_end:g} >= 1 "
             "(betas 1e-4..0.02 scaled by 1000/T); use T > 20 or another schedule"
         )
@@ -102,7 +104,7 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
             the schedule cannot represent.
     """
     if name not in SCHEDULES:
-        raise ValueError(f"unknown beta schedule {name!r}; valid schedules: {', '.join(sorted(SCHEDULES))}")
+        raise UserError(f"unknown beta schedule {name!r}; valid schedules: {', '.join(sorted(SCHEDULES))}")
     if not isinstance(num_timesteps, int) or isinstance(num_timesteps, bool) or num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
+        raise UserError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
     return SCHEDULES[name](num_timesteps)

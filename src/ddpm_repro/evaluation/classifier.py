@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.arrays import ImageArrays
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def train_classifier(
     """Adam on cross-entropy over the labelled training split, seeded."""
     num_classes = train.num_classes
     if num_classes is None:
-        raise ValueError("the reference classifier needs a labelled training split")
+        raise UserError("the reference classifier needs a labelled training split")
     torch.manual_seed(seed)
     model = SmallClassifier(ClassifierConfig(train.images.shape[-1], num_classes, feature_dim=feature_dim))
     x, y = train.to_tensor(), torch.from_numpy(train.labels)

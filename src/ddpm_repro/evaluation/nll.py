@@ -12,6 +12,7 @@ from torch import nn
 
 from ..data.arrays import ImageArrays
 from ..diffusion import GaussianDiffusion
+from ..errors import UserError
 from ..progress import Progress
 from ..seeding import derive_seed
 from ..sharding import RunChunks, run_in_process
@@ -54,7 +55,7 @@ def evaluate_nll(
     strata = strata if 0 < strata < T - 1 else T - 1
     n = min(num_images, len(test.images)) if num_images > 0 else len(test.images)
     if n == 0:
-        raise ValueError("the test split is empty")
+        raise UserError("the test split is empty")
     x = test.to_tensor()[:n]
     labels = None
     if getattr(getattr(model, "config", None), "num_classes", None):

@@ -16,14 +16,14 @@ the keys named instead of loading wrongly. Two conventions differ and are conver
   imported UNetConfig carries that factor as `timestep_scale`; our diffusion already calls
   the model with original timesteps after respacing (respace.py), as theirs does.
 
-`map_official_state_dict` maps a state dict (pure torch); `convert_official_checkpoint`
-turns a file into one of our checkpoints that `ddpm-repro sample` and `evaluate` read.
+`map_official_state_dict` maps a state dict (pure torch, like the rest of models/);
+`training.official_checkpoint.convert_official_checkpoint` turns a file into one of our
+checkpoints that `ddpm-repro sample` and `evaluate` read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .unet import UNet, UNetConfig, preset
 
 ORIGIN = "openai/improved-diffusion"
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(UserError):
     """An original checkpoint that does not fit the chosen UNet; the message names every key."""
 
 
@@ -220,7 +221,7 @@ def settings_for(path: str | Path, **overrides) -> OfficialSettings:
     base = PUBLISHED.get(Path(path).name)
     if base is None:
         if "preset" not in overrides:
-            raise ValueError(
+            raise UserError(
                 f"'{Path(path).name}' is not a released checkpoint of {ORIGIN} "
                 f"({', '.join(PUBLISHED)}); give its preset and diffusion settings"
             )
@@ -253,64 +254,3 @@ def official_unet_config(state: Mapping[str, Tensor], settings: OfficialSettings
     return preset(
         settings.preset, **overrides, num_classes=num_classes, timestep_scale=settings.timestep_scale
     )
-
-
-def convert_official_checkpoint(
-    source: str | Path, destination: str | Path, settings: OfficialSettings
-) -> Path:
-    """Write `source` (an original checkpoint) as our checkpoint file `destination`.
-
-    The weights go to both `model` and `ema` (a released file holds one set); the
-    config records the diffusion of `settings`, so `ddpm-repro sample/evaluate --checkpoint
-    destination` run the model as its authors did. The optimizer state is empty: the file
-    is for sampling and evaluation, not for resuming training. `source` records the file's
-    name and SHA-256.
-    """
-    # Imported here: the rest of this module, like models/, needs torch alone.
-    from ..config import Config, DataConfig, DiffusionConfig, ModelConfig, config_to_dict
-    from ..diffusion import LossType, ModelVarType, create_named_schedule_sampler
-    from ..io import atomic_write
-    from ..training.checkpoint import FORMAT_VERSION
-
-    source, destination = Path(source), Path(destination)
-    state = load_official_state_dict(source)
-    unet = official_unet_config(state, settings)
-    weights = map_official_state_dict(state, unet, f"'{source}'", f"preset {settings.preset!r}")
-    learned = unet.out_channels == 2 * unet.in_channels
-    diffusion = DiffusionConfig(
-        schedule=settings.schedule,
-        timesteps=settings.timesteps,
-        var_type=ModelVarType.LEARNED_RANGE if learned else ModelVarType.FIXED_LARGE,
-        loss=LossType(settings.loss),
-        hybrid_lambda=settings.hybrid_lambda,
-        timestep_sampler=settings.timestep_sampler,
-    )
-    size = unet.image_size
-    config = Config(
-        profile="official",
-        data=DataConfig(dataset="cifar10") if size == 32 else DataConfig(dataset="folder", image_size=size),
-        model=ModelConfig(
-            preset=settings.preset,
-            model_channels=settings.model_channels,
-            class_cond=unet.num_classes is not None,
-        ),
-        diffusion=diffusion,
-    )
-    digest = hashlib.sha256()
-    with source.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    payload = {
-        "format": FORMAT_VERSION,
-        "step": settings.step,
-        "model": weights,
-        "ema": weights,  # the same tensors: torch.save stores them once
-        "optimizer": {},
-        "sampler": create_named_schedule_sampler(settings.timestep_sampler, settings.timesteps).state_dict(),
-        "rng": {"torch": torch.Generator().manual_seed(0).get_state()},
-        "config": config_to_dict(config),
-        "unet": config_to_dict(unet),
-        "source": {"origin": ORIGIN, "file": source.name, "sha256": digest.hexdigest()},
-    }
-    atomic_write(destination, lambda f: torch.save(payload, f))
-    return destination

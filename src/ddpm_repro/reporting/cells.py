@@ -13,6 +13,9 @@ import csv
 import json
 from pathlib import Path
 
+from ..cell import Cell
+from ..errors import UserError
+
 NOT_COMPUTED = "not computed"  # shown for every number a row lacks; never an estimate
 
 
@@ -25,11 +28,13 @@ def read_loss_curve(path: str | Path) -> dict[str, list[float | None]]:
 
 
 def read_cell_folder(folder: str | Path, cell: str) -> dict:
-    """One row from a folder holding some of train.json, nll.json, eval.json, loss.csv, samples.png."""
+    """One row from a folder holding some of train.json, nll.json, nll_per_image.json, eval.json,
+    loss.csv, samples.png."""
     folder = Path(folder)
-    schedule, _, loss = cell.partition("-")
+    parsed = Cell.parse(cell)
+    schedule, loss = parsed.schedule, parsed.loss
     row: dict = {"cell": cell, "schedule": schedule, "loss": loss}
-    for part in ("train", "nll", "eval"):
+    for part in ("train", "nll", "nll_per_image", "eval"):
         path = folder / f"{part}.json"
         if path.is_file():
             row.update(json.loads(path.read_text()))
@@ -64,5 +69,5 @@ def collect_conditional(folder: str | Path) -> dict | None:
         return None
     cell = json.loads(path.read_text()).get("cell")
     if not isinstance(cell, str) or "-" not in cell:
-        raise ValueError(f"{path}: 'cell' must name a grid cell like cosine-hybrid, got {cell!r}")
+        raise UserError(f"{path}: 'cell' must name a grid cell like cosine-hybrid, got {cell!r}")
     return read_cell_folder(folder, cell)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..config import Config
@@ -12,6 +13,15 @@ from .markdown import report_markdown
 from .plots import write_plots
 from .tables import report_csv, steps_csv
 
+SUMMARY_KEYS = ("final_loss", "nll_bpd", "nll_bpd_se", "fd_classifier", "fd_classifier_se", "kid_classifier")
+
+
+def summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{cell: {train loss, NLL and its s.e., FD and its s.e., KID}}: the one small metrics file
+    of a run (DVC's `metrics: reports/summary.json`), so `dvc exp show` has a short table to
+    read. A figure the cell did not compute is left out, never filled in."""
+    return {r["cell"]: {k: r[k] for k in SUMMARY_KEYS if isinstance(r.get(k), int | float)} for r in rows}
+
 
 def write_report(
     config: Config,
@@ -20,7 +30,7 @@ def write_report(
     reference: dict | None = None,
     conditional: dict | None = None,
 ) -> list[Path]:
-    """Write report.md, report.csv, steps.csv, report.tex and plots/*.png under `out_dir`
+    """Write report.md, report.csv, steps.csv, report.tex, summary.json and plots/*.png under `out_dir`
     (each atomically) and return their paths. `rows` come from collect_cells, `reference`
     is the reference stage's metrics, `conditional` the class-conditional run's row
     (collect_conditional)."""
@@ -32,6 +42,7 @@ def write_report(
         out_dir / "report.csv": report_csv(config, rows),
         out_dir / "steps.csv": steps_csv(rows),
         out_dir / "report.tex": report_latex(config, rows, claims, conditional),
+        out_dir / "summary.json": json.dumps(summary(rows), indent=2) + "\n",
     }
     for path, text in documents.items():
         write_text(path, text)

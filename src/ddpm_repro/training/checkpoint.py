@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
 from ..io import atomic_write
 
 FORMAT_VERSION = 1
@@ -20,7 +21,7 @@ _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 REQUIRED_KEYS = {"format", "step", "model", "ema", "optimizer", "sampler", "rng", "config", "unet"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
@@ -66,18 +67,24 @@ def move_aside(directory: str | Path) -> Path:
     return target
 
 
-def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -> Path:
-    """Write payload as the checkpoint of payload["step"], atomically; keep the last `keep`."""
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """The one writer of the checkpoint format: `payload` (every key of REQUIRED_KEYS) to
+    `path`, atomically (a killed process leaves the old file or none, never half of one)."""
     missing = REQUIRED_KEYS - set(payload)
     if missing:
-        raise ValueError(f"checkpoint payload lacks {sorted(missing)}")
-    path = checkpoint_path(directory, payload["step"])
+        raise ValueError(f"checkpoint payload lacks {sorted(missing)}")  # a bug, not the user's
 
     def write(f) -> None:
         torch.save(payload, f)
         fault_point("checkpoint-mid-write", payload["step"])
 
     atomic_write(path, write)
+    return Path(path)
+
+
+def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int) -> Path:
+    """Write payload as the checkpoint of payload["step"] in `directory`; keep the last `keep`."""
+    path = write_checkpoint(checkpoint_path(directory, payload["step"]), payload)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -27,7 +29,7 @@ class DistContext:
 def pick_device(preference: str) -> torch.device:
     """'auto' -> cuda if available else cpu; 'cuda' fails clearly when there is none."""
     if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available")
+        raise UserError("train.device is 'cuda' but no CUDA device is available")
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(preference)

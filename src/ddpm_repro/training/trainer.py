@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import Config, build_diffusion, build_unet_config, config_to_dict
 from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
+from ..errors import NonFiniteLossError, UserError
 from ..models import UNet, UNetConfig
 from ..progress import Progress
 from ..seeding import derive_seed
@@ -40,10 +41,6 @@ from .checkpoint import (
 )
 from .distributed import DistContext, setup_distributed
 from .ema import EMA
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or Inf; raised before the weights are touched."""
 
 
 class Callback(Protocol):
@@ -123,11 +120,11 @@ class Trainer:
         tc = config.train
         self.ctx = dist_ctx or setup_distributed(tc.device)
         if tc.batch_size % self.ctx.world_size:
-            raise ValueError(
+            raise UserError(
                 f"train.batch_size={tc.batch_size} is not divisible by the {self.ctx.world_size} processes"
             )
         if len(data.images) < tc.batch_size:
-            raise ValueError(
+            raise UserError(
                 f"the training split has {len(data.images)} images, "
                 f"fewer than train.batch_size={tc.batch_size}"
             )
@@ -139,12 +136,12 @@ class Trainer:
 
         n, h, w, c = data.images.shape
         if n == 0:
-            raise ValueError("the training data is empty")
+            raise UserError("the training data is empty")
         if h != w:
-            raise ValueError(f"images must be square, got {h}x{w}")
+            raise UserError(f"images must be square, got {h}x{w}")
         self.num_classes = data.num_classes
         if config.model.class_cond and self.num_classes is None:
-            raise ValueError("model.class_cond is true but the data has no labels")
+            raise UserError("model.class_cond is true but the data has no labels")
         self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(data.labels).to(device)
         self.unet_config = build_unet_config(config, image_size=h, channels=c, num_classes=self.num_classes)
@@ -217,7 +214,7 @@ class Trainer:
         if changed:
             message = f"checkpoint '{path}' was trained with different settings ({', '.join(changed)})"
             if not self.restart_on_change:
-                raise ValueError(
+                raise UserError(
                     f"{message}; use a new checkpoint directory, or --restart-on-change to move "
                     "these checkpoints aside and start over"
                 )

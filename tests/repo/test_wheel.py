@@ -13,7 +13,7 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from .conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
