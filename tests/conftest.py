@@ -65,7 +65,7 @@ def tiny_config(**sections) -> Config:
         "diffusion": {
             "schedule": "cosine",
             "timesteps": 20,
-            "loss": "vlb",
+            "objective": "vlb",
             "var_type": "learned_range",
             "timestep_sampler": "loss-second-moment",
         },

@@ -54,10 +54,11 @@ def _train(args: argparse.Namespace) -> int:
     train.nproc > 1, as that many worker processes that this command starts."""
     from .config import load_config
     from .data import load_arrays
-    from .io import write_json, write_text
+    from .io import write_text
     from .launch import workers_to_start
+    from .stage_outputs import TRAIN
     from .training import Trainer
-    from .training.distributed import cleanup_distributed
+    from .training.distributed import cleanup_distributed, setup_distributed
     from .training.metrics_log import CsvMetricsLog
 
     config = load_config(args.params, args.set, args.cell)  # every key checked before any work
@@ -66,27 +67,25 @@ def _train(args: argparse.Namespace) -> int:
         return _launch(args, nproc)
     start = time.perf_counter()
     try:
+        ctx = setup_distributed(config.train.device)
+        tracker = None
+        if ctx.is_main:  # the metrics log and the MLflow run start (or resume) with training
+            from .tracking import Tracker
+
+            log = CsvMetricsLog(Path(args.checkpoint_dir) / "metrics.csv")
+            tracker = Tracker(config, "train")
         trainer = Trainer(
             config,
             data,
             args.checkpoint_dir,
+            callbacks=(log, tracker) if ctx.is_main else (),
             progress=not args.no_progress,
+            dist_ctx=ctx,
             restart_on_change=args.restart_on_change,
         )
-        callbacks: list = []
-        tracker = None
-        if trainer.ctx.is_main:
-            from .tracking import Tracker
-
-            log = CsvMetricsLog(Path(args.checkpoint_dir) / "metrics.csv", trainer.step)
-            tracker = Tracker(config, "train")
-            tracker.start_or_resume(Path(args.checkpoint_dir), resuming=trainer.step > 0)
-            callbacks = [log, tracker]
-        trainer.callbacks = tuple(callbacks)
         first_step = trainer.step
         try:
-            with _system_metrics(tracker):
-                result = trainer.run()
+            result = trainer.run()
         except BaseException:
             if tracker is not None:
                 tracker.end("KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED")
@@ -109,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         "train_seconds_this_run": round(time.perf_counter() - start, 1),
     }
     if args.metrics:
-        write_json(args.metrics, final)
+        TRAIN.write(args.metrics, final)
     if args.loss_curve:
         write_text(args.loss_curve, log.path.read_text())
     tracker.log_metrics(
@@ -224,10 +223,10 @@ def _nll(args: argparse.Namespace) -> int:
     resumable chunks of test images, across train.nproc workers."""
     from .data import load_arrays
     from .evaluation import evaluate_nll
-    from .io import write_json
     from .launch import workers_to_start
     from .sampling import Pretrained
     from .sharding import ChunkedJob, partial_dir
+    from .stage_outputs import NLL, NLL_PER_IMAGE
     from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
@@ -266,8 +265,8 @@ def _nll(args: argparse.Namespace) -> int:
             )
             # the per-image bounds (for paired claims) stay out of DVC's metrics file
             per_image = {"cell": config.cell, "nll_per_image": metrics.pop("nll_per_image")}
-            write_json(Path(args.out).with_name(NLL_PER_IMAGE), per_image)
-            write_json(args.out, metrics)
+            NLL_PER_IMAGE.write(Path(args.out).with_name(NLL_PER_IMAGE.filename), per_image)
+            NLL.write(args.out, metrics)
         job.finish()
     finally:
         cleanup_distributed()
@@ -289,10 +288,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .data import load_arrays
     from .evaluation.reference import Reference
     from .evaluation.step_curve import step_curve
-    from .io import write_json
     from .launch import workers_to_start
     from .sampling import Pretrained
     from .sharding import ChunkedJob, partial_dir
+    from .stage_outputs import EVAL
     from .training.distributed import cleanup_distributed, setup_distributed
 
     path, ckpt, config = _load_cell(args)
@@ -347,7 +346,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
             if config.model.class_cond:
                 metrics["guidance_scale"] = config.sample.guidance_scale
-            write_json(args.out, metrics)
+            EVAL.write(args.out, metrics)
         job.finish()
     finally:
         cleanup_distributed()
@@ -374,28 +373,22 @@ def _reference(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_arrays
     from .evaluation.reference import build_reference
-    from .io import write_json
+    from .stage_outputs import REFERENCE
     from .training.distributed import pick_device
 
     config = load_config(args.params, args.set)
-    cfg = config.reference
     train = load_arrays(Path(args.data) / "train.npz")
     test = load_arrays(Path(args.data) / "test.npz")
     metrics = build_reference(
         train,
         test,
         args.out,
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.lr,
-        cfg.seed,
-        cfg.feature_dim,
+        config.reference,
         fid=config.evaluate.fid,
-        inception_download=cfg.inception_download,
         device=pick_device(args.device),
         progress=not args.no_progress,
     )
-    write_json(args.metrics, metrics)
+    REFERENCE.write(args.metrics, metrics)
     print(
         f"reference classifier: test accuracy {metrics['classifier_test_accuracy']:.3f}, "
         f"FD(test, train) {metrics['fd_test_vs_train']:.3f} -> {args.out}"
@@ -414,7 +407,7 @@ def _import_official(args: argparse.Namespace) -> int:
         model_channels=args.model_channels,
         schedule=args.schedule,
         timesteps=args.timesteps,
-        loss=args.loss,
+        objective=args.objective,
         timestep_sampler=args.timestep_sampler,
         rescale_timesteps=args.rescale_timesteps,
         step=args.step,
@@ -422,7 +415,7 @@ def _import_official(args: argparse.Namespace) -> int:
     out = convert_official_checkpoint(args.source, args.out, settings)
     print(
         f"wrote {out}: preset {settings.preset}, {settings.schedule} schedule, T={settings.timesteps}, "
-        f"{settings.loss}, timestep scale {settings.timestep_scale:g}"
+        f"{settings.objective}, timestep scale {settings.timestep_scale:g}"
     )
     return 0
 
@@ -431,10 +424,11 @@ def _report(args: argparse.Namespace) -> int:
     """The comparison tables, claims and plots of every cell of the grid."""
     from .config import load_config
     from .reporting import collect_cells, collect_conditional, write_report
+    from .stage_outputs import REFERENCE
 
     config = load_config(args.params, args.set)
     rows = collect_cells(args.cells_dir, config.grid.cells)
-    reference = json.loads(Path(args.reference).read_text()) if Path(args.reference).is_file() else None
+    reference = REFERENCE.read(args.reference) if Path(args.reference).is_file() else None
     # the first class-conditional cell's outputs, if there is one and it has been evaluated
     names = list(config.conditional.cells)
     conditional = collect_conditional(Path(args.cells_dir) / f"{names[0]}-cond") if names else None
@@ -665,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     official.add_argument("--model-channels", type=int, help="their --num_channels, if not the preset's")
     official.add_argument("--schedule", help="their --noise_schedule")
     official.add_argument("--timesteps", type=int, help="their --diffusion_steps")
-    official.add_argument("--loss", choices=["hybrid", "vlb", "simple"], help="vlb for --use_kl True")
+    official.add_argument("--objective", choices=["hybrid", "vlb", "simple"], help="vlb for --use_kl True")
     official.add_argument("--timestep-sampler", help="uniform or loss-second-moment")
     official.add_argument(
         "--rescale-timesteps",
@@ -745,7 +739,6 @@ def _jobs(text: str) -> int | None:
     return int(text)
 
 
-NLL_PER_IMAGE = "nll_per_image.json"  # beside nll.json: each test image's bound, in order
 TIMINGS_ENV = "DDPM_REPRO_TIMINGS"  # set by `repro`: each stage appends its wall time here
 
 

@@ -65,17 +65,22 @@ class DiffusionConfig:
     timesteps: int = 1000
     mean_type: ModelMeanType = ModelMeanType.EPSILON
     var_type: ModelVarType = ModelVarType.LEARNED_RANGE
-    loss: LossType = LossType.HYBRID
+    objective: LossType = LossType.HYBRID
     hybrid_lambda: float = 0.001
     aux_lambda: float = 0.001
     aux_variance: AuxVariance = AuxVariance.POSTERIOR
     timestep_sampler: str = "uniform"
-    variant: str = ""  # the `losses` entry this cell trains, when not named after its objective
+    loss_entry: str = ""  # the `losses` entry this cell trains, when not named after its objective
+
+    @property
+    def entry(self) -> str:
+        """The name of the `losses` entry this cell trains (the cell name's second part)."""
+        return self.loss_entry or self.objective.value
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"diffusion.schedule: unknown {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        _non_negative(self, f"losses.{self.variant or self.loss.value}", "hybrid_lambda", "aux_lambda")
+        _non_negative(self, f"losses.{self.entry}", "hybrid_lambda", "aux_lambda")
         if self.timestep_sampler not in SAMPLERS:
             raise ConfigError(
                 f"diffusion.timestep_sampler: unknown {self.timestep_sampler!r}; valid: {', '.join(SAMPLERS)}"
@@ -391,16 +396,14 @@ class Config:
         cell's `losses` entry is in evaluate.curve_losses and its schedule in
         evaluate.curve_schedules (an empty list takes every one)."""
         e = self.evaluate
-        entry = self.diffusion.variant or self.diffusion.loss.value
-        listed = not e.curve_losses or entry in e.curve_losses
+        listed = not e.curve_losses or self.diffusion.entry in e.curve_losses
         scheduled = not e.curve_schedules or self.diffusion.schedule in e.curve_schedules
         return bool(e.curve_points) and listed and scheduled
 
     @property
     def cell(self) -> str:
         """This config's grid cell name, e.g. cosine-hybrid; "-cond" ends a class-conditional one."""
-        loss = self.diffusion.variant or self.diffusion.loss.value
-        return str(Cell(self.diffusion.schedule, loss, cond=self.model.class_cond))
+        return str(Cell(self.diffusion.schedule, self.diffusion.entry, cond=self.model.class_cond))
 
 
 def _positive(obj: Any, section: str, *names: str) -> None:
@@ -422,7 +425,7 @@ def build_diffusion(cfg: DiffusionConfig) -> GaussianDiffusion:
         betas=get_named_beta_schedule(cfg.schedule, cfg.timesteps),
         model_mean_type=cfg.mean_type,
         model_var_type=cfg.var_type,
-        loss_type=cfg.loss,
+        loss_type=cfg.objective,
         hybrid_lambda=cfg.hybrid_lambda,
         aux_lambda=cfg.aux_lambda,
         aux_variance=cfg.aux_variance,
@@ -540,9 +543,9 @@ def config_from_dict(data: dict, cell: str | None = None) -> Config:
                 raise ConfigError(
                     f"diffusion.{key} and losses.{name}.{key} are both set; set it in one place"
                 )
-        diffusion.update(settings, schedule=schedule, loss=objective)
+        diffusion.update(settings, schedule=schedule, objective=objective)
         if name != objective:
-            diffusion["variant"] = name
+            diffusion["loss_entry"] = name
     data["diffusion"] = diffusion
     return _from_dict(Config, data, "")
 

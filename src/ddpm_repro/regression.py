@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .errors import UserError
 from .io import write_json
+from .stage_outputs import EVAL, NLL, TRAIN
 
-PINNED = {"probe_loss": "train.json", "nll_bpd": "nll.json", "fd_classifier": "eval.json"}
+PINNED = {"probe_loss": TRAIN, "nll_bpd": NLL, "fd_classifier": EVAL}  # metric -> the file that holds it
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,14 @@ class Check:
 
 
 def read_metrics(cells_dir: str | Path, cells: list[str]) -> dict[str, dict[str, float | None]]:
-    """{cell: {metric: value}} for the PINNED metrics; None where a file or key is missing."""
+    """{cell: {metric: value}} for the PINNED metrics; None where a file is missing (a file
+    without its key fails, naming both)."""
     out: dict[str, dict[str, float | None]] = {}
     for cell in cells:
         values: dict[str, float | None] = {}
-        for metric, name in PINNED.items():
-            path = Path(cells_dir) / cell / name
-            values[metric] = json.loads(path.read_text()).get(metric) if path.is_file() else None
+        for metric, output in PINNED.items():
+            path = Path(cells_dir) / cell / output.filename
+            values[metric] = output.read(path)[metric] if path.is_file() else None
         out[cell] = values
     return out
 

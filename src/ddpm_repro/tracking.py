@@ -98,12 +98,12 @@ def applied_settings(config: Config) -> dict[str, str]:
         d.pop(section, None)
     if not config.model.class_cond:
         d.pop("conditional", None)
-    loss = config.diffusion.loss.value
+    objective = config.diffusion.objective.value
     for key, objectives in _OBJECTIVE_KEYS.items():
-        if loss not in objectives:
+        if objective not in objectives:
             d["diffusion"].pop(key, None)
-    if not d["diffusion"].get("variant"):
-        d["diffusion"].pop("variant", None)
+    if not d["diffusion"].get("loss_entry"):
+        d["diffusion"].pop("loss_entry", None)
     return _flatten(d)
 
 
@@ -174,7 +174,8 @@ class Tracker:
             "profile": self.config.profile,
             "cell": self.config.cell,
             "schedule": d.schedule,
-            "loss": d.loss.value,
+            "loss": d.entry,
+            "objective": d.objective.value,
             "git_commit": git_commit(repo_root()),
             "dvc_stage": f"{self.stage}@{self.config.cell}",
             "mlflow.runName": self.config.cell,
@@ -183,7 +184,7 @@ class Tracker:
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
         if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-        if d.loss.value == "aux":
+        if d.objective.value == "aux":
             tags["extension"] = "D3PM auxiliary loss applied to Gaussian diffusion (not in the papers)"
         return tags
 
@@ -298,11 +299,20 @@ class Tracker:
             self._call("end system metrics", monitor.finish)
 
     def end(self, status: str = "FINISHED") -> None:
-        """Close the run with `status` (an MLflow run status: FINISHED, FAILED, KILLED)."""
+        """Stop the system metrics `on_start` began, and close the run with `status` (an
+        MLflow run status: FINISHED, FAILED, KILLED)."""
+        self._stop_monitor()
         if self.run_id is not None:
             self._call("end", lambda: self._client.set_terminated(self.run_id, status))
 
     # --------------------------------------------------- training callback
+    def on_start(self, step: int, checkpoint_dir: Path) -> None:
+        """The trainer's callback: start the cell's run, or continue the one a resumed
+        checkpoint folder names (`start_or_resume`), and its system metrics until `end`."""
+        self.start_or_resume(checkpoint_dir, resuming=step > 0)
+        if self._monitor is None:
+            self._start_monitor(10.0)
+
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """The trainer's callback: log the training metrics as "train/<name>" at `step`."""
         self.log_metrics(metrics, step=step, prefix="train/")

@@ -73,8 +73,8 @@ def test_train_then_sample(tmp_path, digits_npz):
     [
         (["--set", "train.lr_rate=1"], "unknown key 'train.lr_rate'"),
         (
-            ["--set", "diffusion.loss=aux", "--set", "diffusion.var_type=fixed_large"],
-            "loss AUX trains the variance",
+            ["--set", "diffusion.objective=aux", "--set", "diffusion.var_type=fixed_large"],
+            "objective AUX trains the variance",
         ),
         (["--params", "missing.yaml"], "params file 'missing.yaml' not found"),
     ],

@@ -136,14 +136,14 @@ def test_every_cell_validates(profile):
             "simple": ("fixed_large", "uniform"),
             "hybrid": ("learned_range", "uniform"),
             "vlb": ("learned_range", "loss-second-moment"),
-        }[d.loss.value]
+        }[d.objective.value]
         assert (d.var_type.value, d.timestep_sampler) == expected
-        if d.loss.value == "hybrid":
+        if d.objective.value == "hybrid":
             assert d.hybrid_lambda == 0.001
     # The extension stays one grid edit away in the Improved DDPM profiles.
     if profile != "ddpm-ablation":
         for schedule in base.grid.schedules:
-            assert load_config(params(profile), cell=f"{schedule}-aux").diffusion.loss.value == "aux"
+            assert load_config(params(profile), cell=f"{schedule}-aux").diffusion.objective.value == "aux"
 
 
 def test_ablation_cells_are_ddpm_table_2():
@@ -152,8 +152,8 @@ def test_ablation_cells_are_ddpm_table_2():
     assert "mean_type" not in read_params(params("ddpm-ablation"))["diffusion"]  # each row sets its own
     for cell, triple in ABLATION_ROWS.items():
         d = load_config(params("ddpm-ablation"), cell=cell).diffusion
-        assert (d.mean_type.value, d.var_type.value, d.loss.value) == triple, cell
-        assert d.schedule == "linear" and d.variant == cell.removeprefix("linear-")
+        assert (d.mean_type.value, d.var_type.value, d.objective.value) == triple, cell
+        assert d.schedule == "linear" and d.loss_entry == cell.removeprefix("linear-")
 
 
 # ----------------------------------------------------------------- starting on CPU

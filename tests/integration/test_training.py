@@ -1,6 +1,7 @@
 """The trainer: exact resume, checkpoints, microbatching, NaN handling, DDP."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_checkpoints_are_complete_loadable_and_pruned(tmp_path, digits_train):
     assert [p.name for p in paths] == ["ckpt_00000012.pt", "ckpt_00000018.pt", "ckpt_00000024.pt"]
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
     ckpt = load_checkpoint(paths[-1])  # weights_only=True inside
-    assert ckpt["step"] == 24 and ckpt["config"]["diffusion"]["loss"] == "vlb"
+    assert ckpt["step"] == 24 and ckpt["config"]["diffusion"]["objective"] == "vlb" and ckpt["format"] == 2
     assert set(ckpt["sampler"]) == {"loss_history", "loss_counts"} and "torch" in ckpt["rng"]
     assert ckpt["unet"]["out_channels"] == 2 and ckpt["optimizer"]["state"]
 
@@ -194,8 +195,12 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 class Recorder:
     def __init__(self) -> None:
+        self.starts: list[tuple[int, Path]] = []
         self.metrics: list[tuple[int, dict]] = []
         self.checkpoints: list[int] = []
+
+    def on_start(self, step, checkpoint_dir):
+        self.starts.append((step, checkpoint_dir))
 
     def on_metrics(self, step, metrics):
         self.metrics.append((step, metrics))
@@ -205,14 +210,21 @@ class Recorder:
         self.checkpoints.append(step)
 
 
-def test_callbacks_receive_metrics_every_log_every_steps_and_each_checkpoint(tmp_path, digits_train):
+def test_callbacks_get_the_start_metrics_every_log_every_steps_and_each_checkpoint(tmp_path, digits_train):
     recorder = Recorder()
     Trainer(
         tiny_config(train={"steps": 12}), digits_train, tmp_path, callbacks=(recorder,), progress=False
     ).run()
+    assert recorder.starts == [(0, tmp_path)]
     assert [s for s, _ in recorder.metrics] == [4, 8, 12]
     assert {"loss", "mse", "vb", "grad_norm", "lr", "images_per_s"} <= set(recorder.metrics[-1][1])
     assert recorder.checkpoints == [6, 12]
+    # resumed to a longer run: on_start names the step it resumes from
+    resumed = Recorder()
+    Trainer(
+        tiny_config(train={"steps": 16}), digits_train, tmp_path, callbacks=(resumed,), progress=False
+    ).run()
+    assert resumed.starts == [(12, tmp_path)] and resumed.checkpoints == [16]
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, digits_train):

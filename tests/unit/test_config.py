@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_round_trip():
-    cfg = config_from_dict({"diffusion": {"loss": "SIMPLE", "var_type": "fixed_large"}})
-    assert cfg.diffusion.loss is LossType.SIMPLE and cfg.diffusion.var_type is ModelVarType.FIXED_LARGE
+    cfg = config_from_dict({"diffusion": {"objective": "SIMPLE", "var_type": "fixed_large"}})
+    assert cfg.diffusion.objective is LossType.SIMPLE and cfg.diffusion.var_type is ModelVarType.FIXED_LARGE
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
@@ -26,12 +26,15 @@ def test_defaults_and_round_trip():
         ({"train": {"steps": 0}}, "train.steps must be positive"),
         ({"train": {"bf16": "yes"}}, "train.bf16 must be true or false"),
         (
-            {"diffusion": {"loss": "hybird"}},
-            "diffusion.loss: 'hybird' is not one of simple, vlb, hybrid, aux",
+            {"diffusion": {"objective": "hybird"}},
+            "diffusion.objective: 'hybird' is not one of simple, vlb, hybrid, aux",
         ),
         ({"diffusion": {"schedule": "cosin"}}, "diffusion.schedule: unknown 'cosin'"),
         ({"diffusion": {"timesteps": 10, "schedule": "linear"}}, "T=10 gives a last beta"),
-        ({"diffusion": {"loss": "hybrid", "var_type": "fixed_small"}}, "loss HYBRID trains the variance"),
+        (
+            {"diffusion": {"objective": "hybrid", "var_type": "fixed_small"}},
+            "objective HYBRID trains the variance",
+        ),
         ({"model": {"preset": "huge"}}, "model.preset: unknown preset 'huge'"),
         ({"model": {"channel_mult": 2}}, "model.channel_mult must be a list"),
         ({"sample": {"steps": "ddimfast"}}, "sample.steps: bad respacing spec"),
@@ -47,8 +50,8 @@ def test_bad_params_name_the_key(data, message):
 def test_load_config_with_overrides(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  steps: 10\ndiffusion:\n  schedule: linear\n")
-    cfg = load_config(path, ["train.steps=20", "diffusion.loss=vlb", "sample.steps=ddim10"])
-    assert cfg.train.steps == 20 and cfg.diffusion.loss is LossType.VLB and cfg.sample.steps == "ddim10"
+    cfg = load_config(path, ["train.steps=20", "diffusion.objective=vlb", "sample.steps=ddim10"])
+    assert cfg.train.steps == 20 and cfg.diffusion.objective is LossType.VLB and cfg.sample.steps == "ddim10"
     with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'train\.stepz'"):
         load_config(path, ["train.stepz=3"])
     with pytest.raises(ConfigError, match="not of the form section.key=value"):
@@ -73,7 +76,7 @@ def test_named_loss_entries_resolve_their_cell():
         "grid": {"losses": ["simple", "mean-vlb-fixed"]},
     }
     cfg = config_from_dict(data, cell="linear-mean-vlb-fixed")
-    assert cfg.cell == "linear-mean-vlb-fixed" and cfg.diffusion.loss is LossType.VLB
+    assert cfg.cell == "linear-mean-vlb-fixed" and cfg.diffusion.objective is LossType.VLB
     assert (
         cfg.diffusion.mean_type.value == "previous_x" and cfg.diffusion.var_type is ModelVarType.FIXED_LARGE
     )

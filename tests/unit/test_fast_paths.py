@@ -56,7 +56,7 @@ def test_bf16_attention_stays_within_bf16_tolerance_of_fp32():
 
 @pytest.mark.parametrize("loss,var_type", [("simple", "fixed_large"), ("hybrid", "learned_range")])
 def test_bf16_autocast_gives_the_fp32_loss_within_bf16_tolerance(loss, var_type):
-    config = config_from_dict({"diffusion": {"loss": loss, "var_type": var_type, "timesteps": 1000}})
+    config = config_from_dict({"diffusion": {"objective": loss, "var_type": var_type, "timesteps": 1000}})
     diffusion = build_diffusion(config.diffusion)
     learned = var_type == "learned_range"
     model = _randomised(UNet(preset("digits", out_channels=2 if learned else 1)))

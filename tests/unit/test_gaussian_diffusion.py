@@ -133,7 +133,7 @@ def test_clip_denoised_clamps_the_x0_prediction(make_diffusion):
 
 def test_losses_that_train_the_variance_refuse_a_fixed_one(make_diffusion):
     for loss in (LossType.HYBRID, LossType.AUX):
-        with pytest.raises(ValueError, match=f"loss {loss.name} trains the variance.*FIXED_LARGE"):
+        with pytest.raises(ValueError, match=f"objective {loss.name} trains the variance.*FIXED_LARGE"):
             make_diffusion(var=ModelVarType.FIXED_LARGE, loss=loss)
     with pytest.raises(ValueError, match="SIMPLE gives no gradient"):
         make_diffusion(var=ModelVarType.LEARNED_RANGE, loss=LossType.SIMPLE)

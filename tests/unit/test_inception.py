@@ -11,6 +11,7 @@ import pytorch_fid.inception
 import torch
 import torch.hub
 
+from ddpm_repro.config import ReferenceConfig
 from ddpm_repro.evaluation.frechet import feature_statistics
 from ddpm_repro.evaluation.inception import (
     InceptionUnavailable,
@@ -21,6 +22,8 @@ from ddpm_repro.evaluation.inception import (
 )
 
 URL = pytorch_fid.inception.FID_WEIGHTS_URL
+
+TINY = ReferenceConfig(epochs=1, batch_size=4, lr=1e-3, seed=0, feature_dim=8)  # a classifier in seconds
 
 
 def _forbid_network(mp: pytest.MonkeyPatch) -> None:
@@ -212,7 +215,7 @@ def test_the_reference_stage_and_evaluate_compute_fid_with_cached_weights(
     monkeypatch.setenv("TORCH_HOME", str(weights_home))
     _forbid_network(monkeypatch)
     train, test = _tiny_split(0, 6), _tiny_split(1, 4)
-    metrics = build_reference(train, test, tmp_path, 1, 4, 1e-3, 0, 8)
+    metrics = build_reference(train, test, tmp_path, TINY)
     assert (
         np.isfinite(metrics["inception"]["fid_test_vs_train"])
         and metrics["inception"]["fid_test_vs_train"] > 0
@@ -230,7 +233,7 @@ def test_without_weights_fid_is_not_computed_and_says_why(tmp_path, monkeypatch,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
     _forbid_network(monkeypatch)
     out = tmp_path / "reference"
-    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, 1, 4, 1e-3, 0, 8)
+    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, TINY)
     assert metrics["inception"] is None and "Inception weights not found at" in metrics["inception_note"]
     assert capsys.readouterr().err.strip() == metrics["inception_note"]  # one line on stderr
     assert (out / INCEPTION_NOTE_FILE).read_text().strip() == metrics["inception_note"]
@@ -245,7 +248,7 @@ def test_fid_from_feature_chunks_equals_fid_in_one_piece(weights_home, tmp_path,
 
     monkeypatch.setenv("TORCH_HOME", str(weights_home))
     _forbid_network(monkeypatch)
-    ref.build_reference(_tiny_split(0, 6), _tiny_split(1, 4), tmp_path, 1, 4, 1e-3, 0, 8)
+    ref.build_reference(_tiny_split(0, 6), _tiny_split(1, 4), tmp_path, TINY)
     samples = _tiny_split(2, 7)
     whole = ref.Reference(tmp_path).inception_fid(samples)
     monkeypatch.setattr(ref, "FEATURE_CHUNK", 3)  # chunks of 3, 3 and 1 samples
@@ -266,13 +269,11 @@ def test_fid_required_fails_up_front_and_never_is_never_computed(tmp_path, monke
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
     _forbid_network(monkeypatch)
     with pytest.raises(InceptionUnavailable, match="Inception weights not found at"):
-        build_reference(
-            _tiny_split(0, 6), _tiny_split(1, 4), tmp_path / "r", 1, 4, 1e-3, 0, 8, fid="required"
-        )
+        build_reference(_tiny_split(0, 6), _tiny_split(1, 4), tmp_path / "r", TINY, fid="required")
     assert not (tmp_path / "r").exists()  # nothing was trained or written first
     out = tmp_path / "never"
-    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, 1, 4, 1e-3, 0, 8, fid="never")
-    assert "inception" not in metrics
+    metrics = build_reference(_tiny_split(0, 6), _tiny_split(1, 4), out, TINY, fid="never")
+    assert metrics["inception"] is None and metrics["inception_note"] == "evaluate.fid is never"
     assert Reference(out, fid="never").inception_fid(_tiny_split(2, 4)) == {
         "fid_inception": None,
         "fid_note": "evaluate.fid is never",

@@ -367,7 +367,7 @@ def test_a_converted_file_loads_and_samples_with_respacing(tmp_path):
     assert ckpt["unet"]["timestep_scale"] == 0.25 and ckpt["unet"]["model_channels"] == 32
     config = config_from_dict(ckpt["config"])
     d = config.diffusion
-    assert (d.schedule, d.timesteps, d.var_type.value, d.loss.value) == (
+    assert (d.schedule, d.timesteps, d.var_type.value, d.objective.value) == (
         "cosine",
         4000,
         "learned_range",

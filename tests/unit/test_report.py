@@ -9,8 +9,10 @@ from importlib import resources
 import pytest
 
 from ddpm_repro.config import Config
+from ddpm_repro.errors import UserError
 from ddpm_repro.reporting import collect_cells, collect_conditional, write_report
 from ddpm_repro.reporting.paper import CIFAR10, D3PM, IMAGENET64, paper_row, paper_tables
+from ddpm_repro.stage_outputs import EVAL, NLL, TRAIN
 
 from .test_report_claims import grid_rows
 
@@ -196,14 +198,19 @@ def test_latex_is_escaped_booktabs_with_balanced_environments(full):
                 assert line.count(" & ") == columns - 1, line
 
 
+def stage_output(output, **values) -> str:
+    """A stage output file's JSON with every declared key (None unless given)."""
+    return json.dumps({**dict.fromkeys(output.required), **values})
+
+
 def test_collect_cells_and_conditional_read_the_stage_outputs(tmp_path):
     cells_dir = tmp_path / "reports" / "cells"
     (cells_dir / "linear-simple").mkdir(parents=True)
     (cells_dir / "linear-simple" / "train.json").write_text(
-        json.dumps({"cell": "linear-simple", "final_loss": 0.1})
+        stage_output(TRAIN, cell="linear-simple", final_loss=0.1)
     )
-    (cells_dir / "linear-simple" / "nll.json").write_text(json.dumps({"nll_bpd": 4.5}))
-    (cells_dir / "linear-simple" / "eval.json").write_text(json.dumps({"fid_inception": None}))
+    (cells_dir / "linear-simple" / "nll.json").write_text(stage_output(NLL, nll_bpd=4.5))
+    (cells_dir / "linear-simple" / "eval.json").write_text(stage_output(EVAL))
     (cells_dir / "linear-simple" / "loss.csv").write_text(
         "step,loss,mse,vb,aux,grad_norm,lr,images_per_s\n50,0.7,0.7,,,2.9,0.0002,800\n"
     )
@@ -216,7 +223,7 @@ def test_collect_cells_and_conditional_read_the_stage_outputs(tmp_path):
     conditional_dir = tmp_path / "reports" / "conditional"
     conditional_dir.mkdir()
     (conditional_dir / "eval.json").write_text(
-        json.dumps({k: v for k, v in CONDITIONAL.items() if k != "loss"})
+        stage_output(EVAL, **{k: v for k, v in CONDITIONAL.items() if k in EVAL.required | EVAL.optional})
     )
     conditional = collect_conditional(conditional_dir)
     assert conditional["schedule"] == "cosine" and conditional["per_class_accuracy"]["9"] == pytest.approx(
@@ -227,3 +234,15 @@ def test_collect_cells_and_conditional_read_the_stage_outputs(tmp_path):
     md = (out / "report.md").read_text()
     assert "![linear-simple](cells/linear-simple/samples.png)" in md  # relative to report.md
     assert "| L_vlb | not computed | not computed |" in md  # no samples.png for cosine-vlb (nor a linear-vlb)
+
+
+def test_a_renamed_key_in_a_cell_output_fails_instead_of_showing_not_computed(tmp_path):
+    folder = tmp_path / "cells" / "cosine-vlb"
+    folder.mkdir(parents=True)
+    values = json.loads(stage_output(NLL, nll_bpd=4.5))
+    values["nll_bits"] = values.pop("nll_bpd")
+    (folder / "nll.json").write_text(json.dumps(values))
+    with pytest.raises(
+        UserError, match=r"nll.json': missing keys \['nll_bpd'\]; undeclared keys \['nll_bits'\]"
+    ):
+        collect_cells(tmp_path / "cells", ["cosine-vlb"])

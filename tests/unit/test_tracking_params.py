@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_cell_logs_its_own_objectives_settings_only(cell, present, absent):
     params = applied_settings(config_from_dict(read_params(ROOT / "params.yaml"), cell=cell))
     assert (
-        params["diffusion.schedule"] == cell.split("-")[0] and params["diffusion.loss"] == cell.split("-")[1]
+        params["diffusion.schedule"] == cell.split("-")[0]
+        and params["diffusion.objective"] == cell.split("-")[1]
     )
     assert params["train.lr"] == "0.001" and params["diffusion.timestep_sampler"]
     assert all(k in params for k in present) and not any(k in params for k in absent)

@@ -47,15 +47,18 @@ def test_ema_shadow_is_float32_and_its_state_round_trips():
 
 def test_metrics_log_appends_rows_and_a_resume_drops_the_later_ones(tmp_path):
     path = tmp_path / "sub" / "loss.csv"
-    log = CsvMetricsLog(path, resume_step=0)
-    assert path.read_text().strip() == ",".join(FIELDS)  # the header, written at once
+    log = CsvMetricsLog(path)
+    assert not path.exists()
+    log.on_start(0, tmp_path)
+    assert path.read_text().strip() == ",".join(FIELDS)  # the header, written when training starts
     for step in (10, 20, 30):
         log.on_metrics(step, {"loss": 1.0 / step, "lr": 1e-3})
     assert [r["step"] for r in log.rows()] == ["10", "20", "30"]
     assert log.last() == {"loss": pytest.approx(1 / 30, rel=1e-5), "lr": 1e-3}  # absent fields: empty
     assert log.rows()[-1]["mse"] == ""
     # a run resumed from the step-20 checkpoint: row 30 is dropped, the new one appended
-    resumed = CsvMetricsLog(path, resume_step=20)
+    resumed = CsvMetricsLog(path)
+    resumed.on_start(20, tmp_path)
     assert [r["step"] for r in resumed.rows()] == ["10", "20"]
     resumed.on_metrics(30, {"loss": 0.5})
     assert [(r["step"], r["loss"]) for r in resumed.rows()][-1] == ("30", "0.5")
@@ -63,8 +66,10 @@ def test_metrics_log_appends_rows_and_a_resume_drops_the_later_ones(tmp_path):
 
 def test_metrics_log_resumed_at_its_last_row_keeps_the_file(tmp_path):
     path = tmp_path / "loss.csv"
-    log = CsvMetricsLog(path, resume_step=0)
+    log = CsvMetricsLog(path)
+    log.on_start(0, tmp_path)
     log.on_metrics(5, {"loss": 2.0})
     text = path.read_text()
-    assert CsvMetricsLog(path, resume_step=5).rows()[-1]["loss"] == "2"
+    CsvMetricsLog(path).on_start(5, tmp_path)
+    assert CsvMetricsLog(path).rows()[-1]["loss"] == "2"
     assert path.read_text() == text

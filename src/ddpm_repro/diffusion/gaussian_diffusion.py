@@ -142,7 +142,7 @@ class GaussianDiffusion:
                 raise TypeError(f"{name} must be a {kind.__name__} ({valid}), got {value!r}")
         if loss_type.needs_learned_variance and not model_var_type.is_learned:
             raise ValueError(
-                f"loss {loss_type.name} trains the variance and needs model_var_type LEARNED or "
+                f"objective {loss_type.name} trains the variance and needs model_var_type LEARNED or "
                 f"LEARNED_RANGE, got {model_var_type.name}"
             )
         if loss_type is LossType.SIMPLE and model_var_type.is_learned:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ReferenceConfig
 from ..data.arrays import ImageArrays
 from ..io import atomic_write, write_text
 from ..sharding import RunChunks, run_in_process
@@ -89,28 +90,25 @@ def build_reference(
     train: ImageArrays,
     test: ImageArrays,
     out_dir: str | Path,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    feature_dim: int,
+    settings: ReferenceConfig,
     fid: str = "if-available",
-    inception_download: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> dict:
-    """Train the classifier, write it and the training features' mean and covariance to
-    out_dir; return its test accuracy and what real held-out images score (FD, IS).
+    """Train the classifier (`settings`: params.yaml's reference section), write it and the
+    training features' mean and covariance to out_dir; return its test accuracy and what real
+    held-out images score (FD, KID, IS): the keys of stage_outputs.REFERENCE.
 
     With `fid` ("never", "if-available", "required": evaluate.fid), also the training set's
     Inception statistics for FID when pytorch-fid's weights are in torch.hub's cache (or
-    `inception_download` may fetch them); otherwise out_dir gets a one-line note saying why,
-    and metrics["inception"] is None, or, when FID is required, InceptionUnavailable is
-    raised before any work.
+    `settings.inception_download` lets pytorch-fid fetch them). Otherwise out_dir gets a
+    one-line note saying why, metrics["inception"] is None and metrics["inception_note"] says
+    why, or, when FID is required, InceptionUnavailable is raised before any work.
     """
     if fid == "required":
-        load_inception("cpu", allow_download=inception_download)  # fail before training anything
-    model = train_classifier(train, epochs, batch_size, lr, seed, feature_dim, progress=progress)
+        load_inception("cpu", allow_download=settings.inception_download)  # fail before any training
+    s = settings
+    model = train_classifier(train, s.epochs, s.batch_size, s.lr, s.seed, s.feature_dim, progress=progress)
     train_features, _ = predict(model, train.images)
     test_features, test_probs = predict(model, test.images)
     mu, sigma = feature_statistics(train_features)
@@ -135,8 +133,9 @@ def build_reference(
     if fid == "never":
         (out / INCEPTION_STATS_FILE).unlink(missing_ok=True)
         write_text(out / INCEPTION_NOTE_FILE, "evaluate.fid is never\n")
+        metrics.update(inception=None, inception_note="evaluate.fid is never")
     else:
-        metrics.update(_inception_reference(train, test, out, inception_download, device, progress))
+        metrics.update(_inception_reference(train, test, out, settings.inception_download, device, progress))
     return metrics
 
 

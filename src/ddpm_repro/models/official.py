@@ -169,7 +169,7 @@ class OfficialSettings:
     preset: our UNet preset of the same architecture; `model_channels` overrides its width
         (their --num_channels). num_classes is read from the file's label embedding.
     schedule, timesteps: --noise_schedule, --diffusion_steps.
-    loss: our objective: hybrid (their default L_hybrid), vlb (--use_kl True) or simple.
+    objective: hybrid (their default L_hybrid), vlb (--use_kl True) or simple.
     hybrid_lambda: 0.001 when their --rescale_learned_sigmas is True (the default: the
         L_vlb term is scaled by T / 1000), 1 / T when it is False.
     rescale_timesteps: their --rescale_timesteps (default True): the net saw t * 1000 / T.
@@ -180,7 +180,7 @@ class OfficialSettings:
     model_channels: int | None = None
     schedule: str = "cosine"
     timesteps: int = 4000
-    loss: str = "hybrid"
+    objective: str = "hybrid"
     hybrid_lambda: float = 0.001
     timestep_sampler: str = "uniform"
     rescale_timesteps: bool = True
@@ -197,11 +197,11 @@ class OfficialSettings:
 PUBLISHED: dict[str, OfficialSettings] = {
     "cifar10_uncond_50M_500K.pt": OfficialSettings("iddpm-cifar10", step=500_000),
     "cifar10_uncond_vlb_50M_500K.pt": OfficialSettings(
-        "iddpm-cifar10", loss="vlb", timestep_sampler="loss-second-moment", step=500_000
+        "iddpm-cifar10", objective="vlb", timestep_sampler="loss-second-moment", step=500_000
     ),
     "imagenet64_uncond_100M_1500K.pt": OfficialSettings("iddpm-imagenet64", step=1_500_000),
     "imagenet64_uncond_vlb_100M_1500K.pt": OfficialSettings(
-        "iddpm-imagenet64", loss="vlb", timestep_sampler="loss-second-moment", step=1_500_000
+        "iddpm-imagenet64", objective="vlb", timestep_sampler="loss-second-moment", step=1_500_000
     ),
     # --num_channels 192 --class_cond True --rescale_learned_sigmas False --rescale_timesteps False
     "imagenet64_cond_270M_250K.pt": OfficialSettings(

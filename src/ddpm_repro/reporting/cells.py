@@ -3,18 +3,18 @@ samples.png.
 
 A row is one dict: the JSON files merged, plus "cell", "schedule", "loss",
 "loss_curve" (loss.csv as {column: [float | None]}) and "samples_png" (its path) for the
-files that exist. A missing file or field simply leaves its keys out: the report then
-shows NOT_COMPUTED.
+files that exist. A missing file (a stage not run) leaves its keys out, and the report
+shows NOT_COMPUTED; a file that lacks a declared key fails (stage_outputs.py).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from ..cell import Cell
 from ..errors import UserError
+from ..stage_outputs import CELL_OUTPUTS, EVAL
 
 NOT_COMPUTED = "not computed"  # shown for every number a row lacks; never an estimate
 
@@ -34,10 +34,10 @@ def read_cell_folder(folder: str | Path, cell: str) -> dict:
     parsed = Cell.parse(cell)
     schedule, loss = parsed.schedule, parsed.loss
     row: dict = {"cell": cell, "schedule": schedule, "loss": loss}
-    for part in ("train", "nll", "nll_per_image", "eval"):
-        path = folder / f"{part}.json"
+    for output in CELL_OUTPUTS:
+        path = folder / output.filename
         if path.is_file():
-            row.update(json.loads(path.read_text()))
+            row.update(output.read(path))
     row.update(cell=cell, schedule=schedule, loss=loss)  # the folder's cell wins over the JSON's
     if (folder / "loss.csv").is_file():
         row["loss_curve"] = read_loss_curve(folder / "loss.csv")
@@ -67,7 +67,7 @@ def collect_conditional(folder: str | Path) -> dict | None:
     path = Path(folder) / "eval.json"
     if not path.is_file():
         return None
-    cell = json.loads(path.read_text()).get("cell")
+    cell = EVAL.read(path)["cell"]
     if not isinstance(cell, str) or "-" not in cell:
         raise UserError(f"{path}: 'cell' must name a grid cell like cosine-hybrid, got {cell!r}")
     return read_cell_folder(folder, cell)

@@ -16,7 +16,10 @@ import torch
 from ..errors import UserError
 from ..io import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 named the diffusion section's objective `loss` and its loss entry `variant`; it
+# still loads, with those keys renamed.
+_FORMAT_1_RENAMES = {"loss": "objective", "variant": "loss_entry"}
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 REQUIRED_KEYS = {"format", "step", "model", "ema", "optimizer", "sampler", "rng", "config", "unet"}
 
@@ -103,6 +106,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     if not isinstance(payload, dict) or not REQUIRED_KEYS <= set(payload):
         raise CheckpointError(f"checkpoint '{path}' is not a ddpm-repro checkpoint (missing keys)")
+    if payload["format"] == 1:
+        diffusion = payload["config"].get("diffusion", {})
+        for old, new in _FORMAT_1_RENAMES.items():
+            if old in diffusion:
+                diffusion[new] = diffusion.pop(old)
+        payload["format"] = FORMAT_VERSION
     if payload["format"] != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint '{path}' has format {payload['format']}, expected {FORMAT_VERSION}"

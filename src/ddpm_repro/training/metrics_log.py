@@ -12,10 +12,14 @@ FIELDS = ["step", "loss", "mse", "vb", "aux", "grad_norm", "lr", "images_per_s"]
 class CsvMetricsLog:
     """A training callback appending one row per `train.log_every` steps."""
 
-    def __init__(self, path: str | Path, resume_step: int) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def on_start(self, step: int, checkpoint_dir: Path) -> None:
+        """Keep the rows up to `step` (where training resumes) and drop the later ones, which
+        the run that wrote them did not checkpoint; a new file gets its header at once."""
         rows = self.rows()
-        kept = [r for r in rows if int(r["step"]) <= resume_step]
+        kept = [r for r in rows if int(r["step"]) <= step]
         if len(kept) != len(rows) or not self.path.exists():
             self._write(kept)
 

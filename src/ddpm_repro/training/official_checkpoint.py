@@ -41,7 +41,7 @@ def convert_official_checkpoint(
         schedule=settings.schedule,
         timesteps=settings.timesteps,
         var_type=ModelVarType.LEARNED_RANGE if learned else ModelVarType.FIXED_LARGE,
-        loss=LossType(settings.loss),
+        objective=LossType(settings.objective),
         hybrid_lambda=settings.hybrid_lambda,
         timestep_sampler=settings.timestep_sampler,
     )

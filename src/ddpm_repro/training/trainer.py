@@ -46,6 +46,11 @@ from .ema import EMA
 class Callback(Protocol):
     """Receives training events on the main process (MLflow sits behind one in tracking.py)."""
 
+    def on_start(self, step: int, checkpoint_dir: Path) -> None:
+        """`Trainer.run` begins at `step`: 0 for a new cell, the resumed checkpoint's step
+        otherwise; `checkpoint_dir` is the cell's checkpoint folder."""
+        ...
+
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Means over the last train.log_every steps (loss, mse, vb, aux, grad_norm, lr, images_per_s)."""
         ...
@@ -98,7 +103,8 @@ class Trainer:
         config: the resolved params.
         data: the training split (uint8 NHWC + labels).
         checkpoint_dir: where checkpoints go; an existing usable checkpoint is resumed.
-        callbacks: receive metrics every train.log_every steps and each checkpoint.
+        callbacks: told when training starts (or resumes), receive metrics every
+            train.log_every steps and each checkpoint; on the main process only.
         progress: a tqdm bar on a terminal; status lines otherwise (main process only).
         restart_on_change: if the checkpoints in checkpoint_dir were trained with other
             settings, move them aside to `<checkpoint_dir>.replaced-<n>/` and start over;
@@ -365,6 +371,9 @@ class Trainer:
             bar=self.progress,
             enabled=self.ctx.is_main,
         )
+        if self.ctx.is_main:
+            for cb in self.callbacks:
+                cb.on_start(self.step, self.checkpoint_dir)
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
         metrics: dict[str, float] = {}

@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from ddpm_repro.errors import UserError
+from ddpm_repro.stage_outputs import EVAL, NLL, TRAIN, StageOutput
+
+TOY = StageOutput("toy.json", frozenset({"a", "b"}), frozenset({"c"}))
+
+
+def test_write_then_read_round_trips_and_optional_keys_may_be_absent(tmp_path):
+    TOY.write(tmp_path / "toy.json", {"a": 1, "b": None})
+    assert TOY.read(tmp_path / "toy.json") == {"a": 1, "b": None}
+    TOY.write(tmp_path / "toy.json", {"a": 1, "b": 2, "c": 3})
+    assert TOY.read(tmp_path / "toy.json")["c"] == 3
+
+
+def test_a_writer_that_drops_or_renames_a_key_fails_before_writing(tmp_path):
+    with pytest.raises(RuntimeError, match=r"missing keys \['b'\]; undeclared keys \['bb'\]"):
+        TOY.write(tmp_path / "toy.json", {"a": 1, "bb": 2})
+    assert not (tmp_path / "toy.json").exists()
+
+
+def test_a_file_with_a_missing_or_renamed_key_fails_to_read_naming_file_and_key(tmp_path):
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"a": 1}))
+    with pytest.raises(UserError, match=r"eval.json': missing keys \['b'\]"):
+        TOY.read(path)
+    path.write_text(json.dumps({"a": 1, "b": 2, "d": 4}))
+    with pytest.raises(UserError, match=r"undeclared keys \['d'\]"):
+        TOY.read(path)
+    path.write_text("{not json")
+    with pytest.raises(UserError, match="is not valid JSON"):
+        TOY.read(path)
+
+
+def test_the_declared_files_are_the_ones_the_report_reads():
+    assert (TRAIN.filename, NLL.filename, EVAL.filename) == ("train.json", "nll.json", "eval.json")
+    assert {"nll_bpd", "nll_bpd_se"} <= NLL.required and "fd_classifier" in EVAL.required
