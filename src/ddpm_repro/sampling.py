@@ -174,7 +174,7 @@ class Pretrained:
         use_ema: bool | None = None,
     ) -> Pretrained:
         """As `load`, for a checkpoint already read with training.load_checkpoint."""
-        from .training import model_from_checkpoint
+        from .training.checkpoint import model_from_checkpoint
 
         config = config or config_from_dict(ckpt["config"])
         use_ema = config.sample.use_ema if use_ema is None else use_ema

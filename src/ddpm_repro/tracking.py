@@ -184,7 +184,7 @@ class Tracker:
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
         if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
             tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-        if d.objective.value == "aux":
+        if d.objective.is_extension:
             tags["extension"] = "D3PM auxiliary loss applied to Gaussian diffusion (not in the papers)"
         return tags
 

@@ -246,3 +246,12 @@ def test_a_renamed_key_in_a_cell_output_fails_instead_of_showing_not_computed(tm
         UserError, match=r"nll.json': missing keys \['nll_bpd'\]; undeclared keys \['nll_bits'\]"
     ):
         collect_cells(tmp_path / "cells", ["cosine-vlb"])
+
+
+def test_only_an_extension_objective_is_labelled_so():
+    from ddpm_repro.diffusion import LossType
+    from ddpm_repro.reporting.tables import objective_label
+
+    assert [t for t in LossType if t.is_extension] == [LossType.AUX]
+    assert objective_label("aux") == "L_aux (extension)" and objective_label("vlb") == "L_vlb"
+    assert objective_label("mean-vlb-learned") == "L_mean-vlb-learned"  # an entry name, not an objective

@@ -62,6 +62,13 @@ class LossType(enum.Enum):
     AUX = "aux"  # T (L_t + lambda A_t): D3PM eq. 5 applied to Gaussian diffusion (extension)
 
     @property
+    def is_extension(self) -> bool:
+        """Whether the objective is this project's rather than the papers': AUX applies D3PM's
+        auxiliary loss, stated for discrete diffusion, to Gaussian diffusion. The report's
+        labels and the MLflow tag say so from here."""
+        return self is LossType.AUX
+
+    @property
     def needs_learned_variance(self) -> bool:
         """HYBRID's L_vlb term and AUX exist to train the variance; VLB with a fixed variance
         is the true bound with fixed Sigma (DDPM Table 2), so only it may go either way."""

@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
+from ..config import Config, LossType
 from .cells import NOT_COMPUTED, class_names
 from .claims import RULES, Claim
 from .paper import CIFAR10, D3PM, IMAGENET64, paper_row
@@ -41,9 +41,15 @@ def fmt_nll(row: dict) -> str:
     return f"{row['nll_bpd']:.3f}" + ("" if se is None else f" ± {se:.3f}")
 
 
+def is_extension(loss: str) -> bool:
+    """Whether a row's objective is this project's extension (`LossType.is_extension`)."""
+    objectives = {t.value: t for t in LossType}
+    return loss in objectives and objectives[loss].is_extension
+
+
 def objective_label(loss: str) -> str:
-    """'L_simple', ...; the aux objective is labelled this project's extension."""
-    return f"L_{loss}" + (" (extension)" if loss == "aux" else "")
+    """'L_simple', ...; an extension's objective (aux) is labelled as such."""
+    return f"L_{loss}" + (" (extension)" if is_extension(loss) else "")
 
 
 def setting(config: Config) -> str:
@@ -127,7 +133,7 @@ def _loss_setting(config: Config, entry: str, key: str) -> Any:
 def d3pm_table(config: Config, rows: list[dict]) -> Table:
     """The vlb and aux cells beside D3PM Table 3's discretized-Gaussian rows."""
     body = [
-        [f"{r['cell']}" + (" (extension)" if r["loss"] == "aux" else ""), *_ours(r)]
+        [f"{r['cell']}" + (" (extension)" if is_extension(r["loss"]) else ""), *_ours(r)]
         + _paper(
             D3PM,
             (("label", ""), ("nll", ".3f"), ("is", ".2f"), ("fid", ".2f")),

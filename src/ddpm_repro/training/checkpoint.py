@@ -15,6 +15,7 @@ import torch
 
 from ..errors import UserError
 from ..io import atomic_write
+from ..models import UNet, UNetConfig
 
 FORMAT_VERSION = 2
 # Format 1 named the diffusion section's objective `loss` and its loss entry `variant`; it
@@ -147,3 +148,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
             raise CheckpointError(f"no checkpoint in '{path}'")
         return found[0]
     return path
+
+
+def unet_config_from_dict(data: dict) -> UNetConfig:
+    """The `UNetConfig` a checkpoint's "unet" entry holds (lists back to tuples)."""
+    return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def model_from_checkpoint(ckpt: dict, use_ema: bool = True, device: str | torch.device = "cpu") -> UNet:
+    """Rebuild the UNet a checkpoint describes, with its EMA (default) or raw weights."""
+    model = UNet(unet_config_from_dict(ckpt["unet"]))
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    return model.to(device).eval()

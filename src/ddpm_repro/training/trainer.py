@@ -27,7 +27,7 @@ from ..config import Config, build_diffusion, build_unet_config, config_to_dict
 from ..data.arrays import ImageArrays
 from ..diffusion import create_named_schedule_sampler
 from ..errors import NonFiniteLossError, UserError
-from ..models import UNet, UNetConfig
+from ..models import UNet
 from ..progress import Progress
 from ..seeding import derive_seed
 from .checkpoint import (
@@ -68,11 +68,6 @@ class TrainResult:
     step: int
     checkpoint: Path
     metrics: dict[str, float]
-
-
-def unet_config_from_dict(data: dict) -> UNetConfig:
-    """The `UNetConfig` a checkpoint's "unet" entry holds (lists back to tuples)."""
-    return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 _STEP_STREAM, _EPOCH_STREAM, _DROPOUT_STREAM, _PROBE_STREAM = 1, 2, 3, 4
@@ -402,11 +397,4 @@ class Trainer:
         return TrainResult(step=self.step, checkpoint=last_path, metrics=metrics)
 
 
-def model_from_checkpoint(ckpt: dict, use_ema: bool = True, device: str | torch.device = "cpu") -> UNet:
-    """Rebuild the UNet a checkpoint describes, with its EMA (default) or raw weights."""
-    model = UNet(unet_config_from_dict(ckpt["unet"]))
-    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
-    return model.to(device).eval()
-
-
-__all__ = ["Callback", "NonFiniteLossError", "TrainResult", "Trainer", "model_from_checkpoint"]
+__all__ = ["Callback", "NonFiniteLossError", "TrainResult", "Trainer"]
