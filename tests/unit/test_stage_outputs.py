@@ -37,3 +37,18 @@ def test_a_file_with_a_missing_or_renamed_key_fails_to_read_naming_file_and_key(
 def test_the_declared_files_are_the_ones_the_report_reads():
     assert (TRAIN.filename, NLL.filename, EVAL.filename) == ("train.json", "nll.json", "eval.json")
     assert {"nll_bpd", "nll_bpd_se"} <= NLL.required and "fd_classifier" in EVAL.required
+
+
+def test_the_inception_figures_of_an_online_run_are_declared_keys():
+    # offline runs never reach the Inception branch; its keys must still pass EVAL.write
+    import numpy as np
+
+    from ddpm_repro.evaluation.reference import sample_quality
+
+    rng = np.random.default_rng(0)
+    features, reference = rng.normal(size=(12, 3)), rng.normal(size=(20, 3))
+    inception = sample_quality(
+        features, reference, reference.mean(0), np.cov(reference.T), "fid_inception", "kid_inception", 5, 3
+    )
+    assert inception["kid_inception"] is not None
+    assert EVAL.problems({**dict.fromkeys(EVAL.required), **inception}) == []
