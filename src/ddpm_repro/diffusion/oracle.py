@@ -113,11 +113,6 @@ def check_bound(
     images of 8-bit pixels from N(mu, sigma^2), beside their true discrete NLL, for every
     schedule x T; yields one row per pair as it is computed. Every process is built first,
     so a bad schedule or T fails before any work."""
-    x = sample_8bit_gaussian((images, 1, 8, 8), mu, sigma, torch.Generator().manual_seed(seed))
-    log_sigma = torch.full_like(x, math.log(sigma))
-    true_nll = (
-        -mean_flat(discretized_gaussian_log_likelihood(x, torch.full_like(x, mu), log_sigma)) * NATS_TO_BITS
-    )
     for schedule in schedules:  # the user's choices: a bad one is named in one line
         if schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {schedule!r}; valid: {', '.join(sorted(SCHEDULES))}")
@@ -133,6 +128,11 @@ def check_bound(
         for schedule in schedules
         for T in timesteps
     ]  # fmt: skip
+    x = sample_8bit_gaussian((images, 1, 8, 8), mu, sigma, torch.Generator().manual_seed(seed))
+    log_sigma = torch.full_like(x, math.log(sigma))
+    true_nll = (
+        -mean_flat(discretized_gaussian_log_likelihood(x, torch.full_like(x, mu), log_sigma)) * NATS_TO_BITS
+    )
     for schedule, T, d in processes:
         start = time.perf_counter()
         out = d.calc_bpd_loop(
