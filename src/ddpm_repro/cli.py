@@ -427,11 +427,11 @@ def _report(args: argparse.Namespace) -> int:
     from .stage_outputs import REFERENCE
 
     config = load_config(args.params, args.set)
-    rows = collect_cells(args.cells_dir, config.grid.cells)
+    rows = collect_cells(args.cells_dir, config)
     reference = REFERENCE.read(args.reference) if Path(args.reference).is_file() else None
     # the first class-conditional cell's outputs, if there is one and it has been evaluated
     names = list(config.conditional.cells)
-    conditional = collect_conditional(Path(args.cells_dir) / f"{names[0]}-cond") if names else None
+    conditional = collect_conditional(Path(args.cells_dir) / f"{names[0]}-cond", config) if names else None
     paths = write_report(config, rows, args.out_dir, reference, conditional)
     print(f"wrote {len(paths)} files under {args.out_dir} ({len(rows)} cells)")
     return 0

@@ -71,6 +71,7 @@ class DiffusionConfig:
     aux_variance: AuxVariance = AuxVariance.POSTERIOR
     timestep_sampler: str = "uniform"
     loss_entry: str = ""  # the `losses` entry this cell trains, when not named after its objective
+    cell_seed: int | None = None  # a replicate cell's training seed (`-s<seed>`); it is train.seed too
 
     @property
     def entry(self) -> str:
@@ -224,16 +225,22 @@ class GridConfig:
 
     schedules: tuple[str, ...] = ("linear", "cosine")
     losses: tuple[str, ...] = ("simple", "hybrid", "vlb", "aux")
+    replicate_seeds: tuple[int, ...] = ()  # each adds every cell again, trained with this seed
 
     def __post_init__(self) -> None:
         for s in self.schedules:
             if s not in SCHEDULES:
                 raise ConfigError(f"grid.schedules: unknown {s!r}; valid: {', '.join(SCHEDULES)}")
+        _non_negative_all(self.replicate_seeds, "grid.replicate_seeds")
+        if len(set(self.replicate_seeds)) != len(self.replicate_seeds):
+            raise ConfigError(f"grid.replicate_seeds: a seed is listed twice: {list(self.replicate_seeds)}")
 
     @property
     def cells(self) -> list[str]:
-        """The cell names "<schedule>-<loss>", schedules outermost, e.g. "linear-simple"."""
-        return [f"{s}-{loss}" for s in self.schedules for loss in self.losses]
+        """The cell names, schedules outermost: "<schedule>-<loss>" (trained with train.seed),
+        then each replicate seed's "<schedule>-<loss>-s<seed>", e.g. "linear-simple-s1"."""
+        seeds = [None, *self.replicate_seeds]
+        return [str(Cell(s, loss, seed)) for seed in seeds for s in self.schedules for loss in self.losses]
 
 
 FID_MODES = ("never", "if-available", "required")
@@ -385,6 +392,11 @@ class Config:
             if cell.loss not in self.losses:
                 valid = ", ".join(self.losses)
                 raise ConfigError(f"conditional.cells.{name}.loss: unknown {cell.loss!r}; valid: {valid}")
+        if self.train.seed in self.grid.replicate_seeds and self.diffusion.cell_seed is None:
+            raise ConfigError(
+                f"grid.replicate_seeds: {self.train.seed} is train.seed, which the unsuffixed cells already "
+                "train; list only the other seeds"
+            )
         for name in self.grid.losses:
             if name not in self.losses:
                 valid = ", ".join(self.losses)
@@ -400,10 +412,28 @@ class Config:
         scheduled = not e.curve_schedules or self.diffusion.schedule in e.curve_schedules
         return bool(e.curve_points) and listed and scheduled
 
+    def entry_diffusion(self, entry: str) -> DiffusionConfig:
+        """The diffusion settings that the `losses` entry `entry` trains with: the keys it
+        sets over the diffusion section's, its objective (the entry's name when unset)."""
+        if entry not in self.losses:
+            raise ConfigError(f"no entry {entry!r} under losses; valid: {', '.join(self.losses)}")
+        own = {f.name: getattr(self.losses[entry], f.name) for f in dataclasses.fields(LossSettings)}
+        objective = own.pop("objective") or LossType(entry)
+        own = {k: v for k, v in own.items() if v is not None}
+        loss_entry = "" if entry == objective.value else entry
+        return dataclasses.replace(self.diffusion, **own, objective=objective, loss_entry=loss_entry)
+
     @property
     def cell(self) -> str:
         """This config's grid cell name, e.g. cosine-hybrid; "-cond" ends a class-conditional one."""
-        return str(Cell(self.diffusion.schedule, self.diffusion.entry, cond=self.model.class_cond))
+        d = self.diffusion
+        return str(Cell(d.schedule, d.entry, d.cell_seed, cond=self.model.class_cond))
+
+
+def _non_negative_all(values: tuple[int, ...], key: str) -> None:
+    for v in values:
+        if v < 0:
+            raise ConfigError(f"{key}: seeds must be >= 0, got {v}")
 
 
 def _positive(obj: Any, section: str, *names: str) -> None:
@@ -546,6 +576,9 @@ def config_from_dict(data: dict, cell: str | None = None) -> Config:
         diffusion.update(settings, schedule=schedule, objective=objective)
         if name != objective:
             diffusion["loss_entry"] = name
+        if parsed.seed is not None:  # a replicate: its seed is the training seed
+            diffusion["cell_seed"] = parsed.seed
+            data["train"] = {**(data.get("train") or {}), "seed": parsed.seed}
     data["diffusion"] = diffusion
     return _from_dict(Config, data, "")
 

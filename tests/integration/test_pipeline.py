@@ -242,3 +242,63 @@ def test_the_default_params_define_the_eight_cell_grid(tmp_path):
     assert sorted(stages.stdout.split()) == sorted(expected)
     status = run(["dvc", "status", "--json"], repo, timeout=300)
     assert status.returncode == 0 and set(json.loads(status.stdout)) == set(expected)
+
+
+def test_replicate_seeds_run_every_cell_again_and_the_report_averages_them(smoke_repo, tmp_path):
+    # grid.replicate_seeds: [1] on the smoke run: the 8 cells again as <cell>-s1, 16 in all;
+    # the unsuffixed cells are not rerun.
+    repo = copy_of_run(smoke_repo, tmp_path / "repo", edit=("replicate_seeds: []", "replicate_seeds: [1]"))
+    result = run(["ddpm-repro", "repro"], repo)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = stages_run(result.stdout)
+    assert sorted(s for s in ran if s.startswith("train")) == sorted(f"train-seed@{c}-1" for c in CELLS)
+    cells = sorted(p.name for p in (repo / "reports" / "cells").iterdir() if not p.name.endswith("-cond"))
+    assert cells == sorted(CELLS + [f"{c}-s1" for c in CELLS])
+    trained = json.loads((repo / "reports" / "cells" / "cosine-vlb-s1" / "train.json").read_text())
+    first = json.loads((repo / "reports" / "cells" / "cosine-vlb" / "train.json").read_text())
+    assert trained["cell"] == "cosine-vlb-s1" and trained["final_loss"] != first["final_loss"]
+    md = (repo / "reports" / "report.md").read_text()
+    assert "Cells with 2 training seeds (grid.replicate_seeds) show the mean over their seeds" in md
+    records = list(csv.DictReader((repo / "reports" / "report.csv").open()))
+    assert len(records) == 16 and {r["seed"] for r in records} == {"0", "1"}
+    assert "paired over 2 seeds" in md
+
+
+def ddpm_ablation_on_cpu(smoke_params: dict, ablation: dict) -> dict:
+    """pipelines/ddpm-ablation's grid (its six Table 2 rows) at the smoke profile's CPU sizes."""
+    params = {
+        **smoke_params,
+        "profile": "ddpm-ablation-cpu",
+        "losses": ablation["losses"],
+        "grid": ablation["grid"],
+    }
+    params["diffusion"] = {"timesteps": smoke_params["diffusion"]["timesteps"]}  # each row sets its mean
+    params["evaluate"] = {**smoke_params["evaluate"], "curve": {}}
+    params["conditional"] = {"cells": {}, "guidance_scale": 1.0}
+    return params
+
+
+def test_the_ddpm_ablation_report_sets_ddpm_tables_beside_its_cells(tmp_path):
+    import yaml
+
+    repo = copy_repo(tmp_path / "repo")
+    ablation = yaml.safe_load((repo / "pipelines" / "ddpm-ablation" / "params.yaml").read_text())
+    smoke = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(ddpm_ablation_on_cpu(smoke, ablation), sort_keys=False))
+    result = run(["ddpm-repro", "repro"], repo, DDPM_REPRO_TRACKING="0")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    md = (repo / "reports" / "report.md").read_text()
+    ddpm = md.split("## The parameterisation ablation beside DDPM", 1)[1].split("\n## ")[0]
+    for published in (
+        "| eps, L_simple | 9.46 | 3.17 | 3.75 |",
+        "| mu~, L, fixed isotropic Sigma | 8.06 | 13.22 | — |",
+    ):
+        assert published in ddpm
+    assert ddpm.count("| linear-") == 6
+    claims = md.split("## The papers' claims on this run", 1)[1].split("\n## ")[0]
+    ddpm_claims = [line for line in claims.splitlines() if "(DDPM Table 2" in line]
+    assert len(ddpm_claims) == 3
+    assert all(
+        line.rstrip(" |").rsplit("| ", 1)[1] in ("holds", "contradicted", "not resolved")
+        for line in ddpm_claims
+    )

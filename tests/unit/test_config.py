@@ -172,3 +172,30 @@ def test_the_step_curve_is_drawn_for_the_listed_objectives_only(curve_losses, ce
 def test_the_step_curve_is_drawn_for_the_listed_schedules_only(cell, expected):
     data = {"evaluate": {"curve": {"ancestral": [10, 1000]}, "curve_schedules": ["cosine"]}}
     assert config_from_dict(data, cell=cell).has_step_curve is expected
+
+
+def test_replicate_seeds_add_every_cell_again_trained_with_that_seed():
+    grid = {"schedules": ["cosine"], "losses": ["simple", "hybrid"], "replicate_seeds": [1, 2]}
+    data = {"grid": grid, "train": {"seed": 0}}
+    cfg = config_from_dict(data)
+    assert cfg.grid.cells == [
+        "cosine-simple", "cosine-hybrid", "cosine-simple-s1", "cosine-hybrid-s1", "cosine-simple-s2",
+        "cosine-hybrid-s2",
+    ]  # fmt: skip
+    replicate = config_from_dict(data, cell="cosine-hybrid-s2")
+    assert replicate.train.seed == 2 and replicate.cell == "cosine-hybrid-s2"
+    primary = config_from_dict(data, cell="cosine-hybrid")
+    assert primary.train.seed == 0 and primary.cell == "cosine-hybrid"
+
+
+@pytest.mark.parametrize(
+    "seeds,message",
+    [
+        ([0, 1], r"grid.replicate_seeds: 0 is train.seed, which the unsuffixed cells already train"),
+        ([1, 1], r"grid.replicate_seeds: a seed is listed twice"),
+        ([-1], r"grid.replicate_seeds: seeds must be >= 0"),
+    ],
+)
+def test_bad_replicate_seeds_are_named(seeds, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"grid": {"replicate_seeds": seeds}})

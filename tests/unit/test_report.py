@@ -8,13 +8,13 @@ from importlib import resources
 
 import pytest
 
-from ddpm_repro.config import Config
+from ddpm_repro.config import Config, config_from_dict
 from ddpm_repro.errors import UserError
 from ddpm_repro.reporting import collect_cells, collect_conditional, write_report
-from ddpm_repro.reporting.paper import CIFAR10, D3PM, IMAGENET64, paper_row, paper_tables
+from ddpm_repro.reporting.paper import CIFAR10, D3PM, DDPM, IMAGENET64, paper_row, paper_tables
 from ddpm_repro.stage_outputs import EVAL, NLL, TRAIN
 
-from .test_report_claims import grid_rows
+from .test_report_claims import DDPM_ENTRIES, SETTINGS, grid_rows
 
 CELLS = [r["cell"] for r in grid_rows()]
 CONDITIONAL = {
@@ -37,7 +37,7 @@ def missing_rows() -> list[dict]:
     for r in rows:
         del r["step_curve"], r["fid_inception"]
         r["fid_note"] = "Inception weights not found at /nowhere"
-    rows[0] = {"cell": "linear-simple", "schedule": "linear", "loss": "simple"}
+    rows[0] = {"cell": "linear-simple", "schedule": "linear", "loss": "simple", **SETTINGS["simple"]}
     return rows
 
 
@@ -65,7 +65,7 @@ def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
 def test_the_paper_data_ships_in_the_package_with_its_sources():
     assert resources.files("ddpm_repro.reporting").joinpath("paper_tables.json").is_file()
     tables = paper_tables()
-    assert {t["source"]["table"] for t in tables.values()} == {"Table 1", "Table 2", "Table 3"}
+    assert {t["source"]["table"] for t in tables.values()} == {"Table 1", "Table 2", "Table 3", "Tables 1-2"}
     # Hand-checked against /work/shared/reference/paper_tables.md (the papers' tables):
     # Improved DDPM Table 2, CIFAR-10, T=4K cosine L_vlb: NLL 2.94, FID 11.47.
     assert paper_row(CIFAR10, 4000, schedule="cosine", objective="vlb") == {
@@ -85,6 +85,11 @@ def test_the_paper_data_ships_in_the_package_with_its_sources():
     d3pm = paper_row(D3PM, transition="Gauss", objective="aux")
     assert (d3pm["is"], d3pm["fid"], d3pm["nll"]) == (8.54, 8.34, 3.975)
     assert paper_row(CIFAR10, 4000, schedule="linear", objective="vlb") is None
+    # DDPM Table 2: mu~ with L and a fixed Sigma IS 8.06 / FID 13.22; Table 1: L_simple NLL <= 3.75.
+    mean_fixed = paper_row(DDPM, mean_type="previous_x", var="fixed", objective="vlb")
+    assert (mean_fixed["is"], mean_fixed["fid"]) == (8.06, 13.22)
+    assert paper_row(DDPM, mean_type="epsilon", var="fixed", objective="simple")["nll"] == 3.75
+    assert paper_row(DDPM, mean_type="epsilon", var="learned", objective="vlb")["note"] == "unstable"
 
 
 def test_write_report_returns_every_file_it_wrote(full):
@@ -182,15 +187,15 @@ def test_report_csv_and_steps_csv_parse_back(full):
 def test_latex_is_escaped_booktabs_with_balanced_environments(full):
     out, _ = full
     tex = (out / "report.tex").read_text()
-    # four tables: results, d3pm, claims, per class
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 4
-    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 4
-    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 4
+    # five tables: results, d3pm, ddpm (linear-simple is DDPM's eps L_simple), claims, per class
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 5
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 5
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 5
     body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
     assert "L\\_simple" in body and not re.search(r"(?<!\\)_", body)  # every underscore escaped
     assert "$\\pm$" in body and "±" not in body
     tabulars = re.findall(r"^\\begin\{tabular\}\{([^\n]*)\}$(.*?)\\end\{tabular\}", tex, re.S | re.M)
-    assert len(tabulars) == 4
+    assert len(tabulars) == 5
     for spec, rows in tabulars:
         columns = len(re.sub(r"\{[^}]*\}", "", spec))  # l, r, p{width}: one letter each
         for line in rows.splitlines():
@@ -215,25 +220,33 @@ def test_collect_cells_and_conditional_read_the_stage_outputs(tmp_path):
         "step,loss,mse,vb,aux,grad_norm,lr,images_per_s\n50,0.7,0.7,,,2.9,0.0002,800\n"
     )
     (cells_dir / "linear-simple" / "samples.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    rows = collect_cells(cells_dir, ["linear-simple", "cosine-vlb"])
+    config = config_from_dict({"grid": {"schedules": ["linear", "cosine"], "losses": ["simple", "vlb"]}})
+    rows = collect_cells(cells_dir, config)
+    assert [r["cell"] for r in rows] == ["linear-simple", "linear-vlb", "cosine-simple", "cosine-vlb"]
     assert rows[0]["final_loss"] == 0.1 and rows[0]["nll_bpd"] == 4.5 and rows[0]["fid_inception"] is None
     assert rows[0]["loss_curve"]["loss"] == [0.7] and rows[0]["loss_curve"]["vb"] == [None]
-    assert rows[1] == {"cell": "cosine-vlb", "schedule": "cosine", "loss": "vlb"}
-    assert collect_conditional(tmp_path / "reports" / "conditional") is None
+    assert rows[3] == {
+        "cell": "cosine-vlb",
+        "schedule": "cosine",
+        "loss": "vlb",
+        "seed": 0,
+        **SETTINGS["vlb"],
+    }
+    assert collect_conditional(tmp_path / "reports" / "conditional", config) is None
     conditional_dir = tmp_path / "reports" / "conditional"
     conditional_dir.mkdir()
     (conditional_dir / "eval.json").write_text(
         stage_output(EVAL, **{k: v for k, v in CONDITIONAL.items() if k in EVAL.required | EVAL.optional})
     )
-    conditional = collect_conditional(conditional_dir)
+    conditional = collect_conditional(conditional_dir, config)
     assert conditional["schedule"] == "cosine" and conditional["per_class_accuracy"]["9"] == pytest.approx(
         0.89
     )
     out = tmp_path / "reports"
-    write_report(Config(), rows, out, conditional=conditional)
+    write_report(config, rows, out, conditional=conditional)
     md = (out / "report.md").read_text()
     assert "![linear-simple](cells/linear-simple/samples.png)" in md  # relative to report.md
-    assert "| L_vlb | not computed | not computed |" in md  # no samples.png for cosine-vlb (nor a linear-vlb)
+    assert "| L_vlb | not computed | not computed |" in md  # no samples.png for linear-vlb nor cosine-vlb
 
 
 def test_a_renamed_key_in_a_cell_output_fails_instead_of_showing_not_computed(tmp_path):
@@ -245,7 +258,9 @@ def test_a_renamed_key_in_a_cell_output_fails_instead_of_showing_not_computed(tm
     with pytest.raises(
         UserError, match=r"nll.json': missing keys \['nll_bpd'\]; undeclared keys \['nll_bits'\]"
     ):
-        collect_cells(tmp_path / "cells", ["cosine-vlb"])
+        collect_cells(
+            tmp_path / "cells", config_from_dict({"grid": {"schedules": ["cosine"], "losses": ["vlb"]}})
+        )
 
 
 def test_only_an_extension_objective_is_labelled_so():
@@ -253,5 +268,80 @@ def test_only_an_extension_objective_is_labelled_so():
     from ddpm_repro.reporting.tables import objective_label
 
     assert [t for t in LossType if t.is_extension] == [LossType.AUX]
-    assert objective_label("aux") == "L_aux (extension)" and objective_label("vlb") == "L_vlb"
-    assert objective_label("mean-vlb-learned") == "L_mean-vlb-learned"  # an entry name, not an objective
+    assert objective_label({"loss": "aux", "objective": "aux"}) == "L_aux (extension)"
+    assert objective_label({"loss": "vlb", "objective": "vlb"}) == "L_vlb"
+    # a renamed entry is labelled by its objective, with its name beside it
+    assert objective_label({"loss": "mean-vlb-learned", "objective": "vlb"}) == "L_vlb (mean-vlb-learned)"
+
+
+def test_renamed_entries_keep_their_paper_columns_and_claims(tmp_path):
+    # The same grid, its `losses` entries renamed: the report keys on what each entry trains.
+    from .test_report_claims import SETTINGS
+
+    renamed = {loss: f"my-{loss}" for loss in SETTINGS}
+    config = config_from_dict(
+        {
+            "losses": {renamed[k]: {**v, "objective": k} for k, v in SETTINGS.items()},
+            "grid": {"schedules": ["linear", "cosine"], "losses": list(renamed.values())},
+        }
+    )
+    rows = grid_rows()
+    for r in rows:
+        r["loss"], r["cell"] = renamed[r["loss"]], f"{r['schedule']}-{renamed[r['loss']]}"
+    write_report(config, rows, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    results = table_rows(md, "Results")
+    assert results["cosine L_vlb (my-vlb)"][-4:] == [
+        "2.94 (T=4K)",
+        "11.47 (T=4K)",
+        "3.57 (T=4K)",
+        "56.7 (T=4K)",
+    ]
+    assert results["linear L_simple (my-simple)"][-4] == "3.73"  # Improved DDPM Table 2 at T = 1K
+    claims = table_rows(md, "The papers' claims on this run")
+    assert len(claims) == 1 + 5 and all(c[-1] == "holds" for c in list(claims.values())[1:])
+    assert "cosine-my-aux (extension)" in table_rows(md, "The auxiliary loss beside D3PM")
+
+
+def test_the_ddpm_ablation_cells_stand_beside_ddpm_tables_1_and_2(tmp_path):
+    from .test_report_claims import ddpm_rows
+
+    config = config_from_dict(
+        {
+            "losses": {name: {**s, "timestep_sampler": "uniform"} for name, s in DDPM_ENTRIES.items()},
+            "grid": {"schedules": ["linear"], "losses": list(DDPM_ENTRIES)},
+        }
+    )
+    write_report(config, ddpm_rows(), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    ddpm = table_rows(md, "The parameterisation ablation beside DDPM")
+    assert ddpm["linear-eps-simple"][-4:] == ["eps, L_simple", "9.46", "3.17", "3.75"]
+    assert ddpm["linear-mean-vlb-fixed"][-4:] == ["mu~, L, fixed isotropic Sigma", "8.06", "13.22", "—"]
+    assert ddpm["linear-eps-vlb-learned"][-3:] == ["unstable", "unstable", "—"]
+    # Improved DDPM's columns: only eps + L_simple with a fixed variance is one of its rows
+    results = table_rows(md, "Results")
+    assert results["linear L_simple (eps-simple)"][-4] == "3.73"
+    assert results["linear L_vlb (eps-vlb-fixed)"][-4:] == ["—"] * 4
+    claims = table_rows(md, "The papers' claims on this run")
+    verdicts = [c[-1] for c in list(claims.values())[1:]]
+    assert len(verdicts) == 3 and all(v in ("holds", "contradicted", "not resolved") for v in verdicts)
+    assert "No cell of this grid trains Improved DDPM's L_vlb or the aux loss" in md
+
+
+def test_cells_with_replicates_show_the_mean_and_its_standard_error_over_seeds(tmp_path):
+    from .test_report_claims import seeded_rows
+
+    rows = seeded_rows([0.10, 0.12, 0.08])
+    for r in rows:  # FD 10, 11, 12 over the three seeds of cosine-simple
+        if r["schedule"] == "cosine" and r["loss"] == "simple":
+            r["fd_classifier"] = 10.0 + r["seed"]
+    config = config_from_dict({"grid": {"replicate_seeds": [1, 2]}})
+    assert len(config.grid.cells) == 24 and config.grid.cells[8] == "linear-simple-s1"
+    write_report(config, rows, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    cosine_simple = table_rows(md, "Results")["cosine L_simple"]
+    assert cosine_simple[4] == "11.00 ± 0.58"  # mean of 10, 11, 12; s.e. 1 / sqrt(3)
+    assert "Cells with 3 training seeds (grid.replicate_seeds) show the mean" in md
+    assert len(table_rows(md, "Results")) == 1 + 8  # one row per cell, not per seed
+    records = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert len(records) == 24 and records[8]["cell"] == "linear-simple-s1" and records[8]["seed"] == "1"

@@ -37,6 +37,21 @@ FD_SE = 0.3
 RATIO = {10: 3.5, 13: 3.0, 25: 2.0, 100: 1.5, 1000: 1.0}
 HYBRID_RATIO = {10: 1.6, 13: 1.5, 25: 1.08, 100: 1.05, 1000: 1.0}
 RATIO_SE = 0.05
+# What each entry trains, as reporting/cells.py reads it from the default params.
+SETTINGS = {
+    "simple": dict(
+        objective="simple", mean_type="epsilon", var_type="fixed_large", timestep_sampler="uniform"
+    ),
+    "hybrid": dict(
+        objective="hybrid", mean_type="epsilon", var_type="learned_range", timestep_sampler="uniform"
+    ),
+    "vlb": dict(
+        objective="vlb", mean_type="epsilon", var_type="learned_range", timestep_sampler="loss-second-moment"
+    ),
+    "aux": dict(
+        objective="aux", mean_type="epsilon", var_type="learned_range", timestep_sampler="loss-second-moment"
+    ),
+}
 
 
 def step_curve(fd: float, ratios: dict[int, float], ratio_se: float = RATIO_SE) -> list[dict]:
@@ -65,6 +80,7 @@ def grid_rows() -> list[dict]:
                     "cell": f"{s}-{loss}",
                     "schedule": s,
                     "loss": loss,
+                    **SETTINGS[loss],
                     "steps": 1000,
                     "final_loss": 0.1 if loss in ("simple", "hybrid") else 4.0,
                     "nll_bpd": NLL[s][loss],
@@ -224,7 +240,8 @@ def test_a_quality_figure_without_its_standard_error_is_not_computed():
 
 
 def test_missing_inputs_give_not_computed_never_a_verdict():
-    rows = [{"cell": r["cell"], "schedule": r["schedule"], "loss": r["loss"]} for r in grid_rows()]
+    kept = ("cell", "schedule", "loss", *SETTINGS["simple"])
+    rows = [{k: r[k] for k in kept} for r in grid_rows()]
     claims = check_claims(rows)
     assert [c.verdict for c in claims] == [NOT_COMPUTED] * 5
     assert all("not computed" in c.evidence for c in claims)
@@ -260,3 +277,129 @@ def test_per_image_nlls_give_the_paired_standard_error():
     assert claim.verdict == HOLDS
     paired = [p for p in claim.evidence.split("; ") if p.startswith("cosine")]
     assert paired and " paired)" in paired[0]
+
+
+def seeded_rows(nll_gain: list[float]) -> list[dict]:
+    """The fixture grid trained with len(nll_gain) seeds (seed 0 unsuffixed, then -s1, ...):
+    with seed i, every hybrid cell's NLL is its simple cell's minus nll_gain[i]."""
+    rows = []
+    for seed, gain in enumerate(nll_gain):
+        for r in grid_rows():
+            suffix = f"-s{seed}" if seed else ""
+            r = {**r, "cell": r["cell"] + suffix, "seed": seed}
+            rows.append(r)
+        simple = {r["schedule"]: r for r in rows[-8:] if r["loss"] == "simple"}
+        for r in rows[-8:]:
+            if r["loss"] == "hybrid":
+                r["nll_bpd"] = simple[r["schedule"]]["nll_bpd"] - gain
+    return rows
+
+
+@pytest.mark.parametrize(
+    "gains,verdict,z",
+    [
+        ([0.10, 0.12, 0.08], HOLDS, 8.66),  # mean 0.10, s.e. across seeds 0.0115
+        ([0.10, -0.10, 0.05], NOT_RESOLVED, 0.28),
+        ([-0.10, -0.12, -0.08], CONTRADICTED, -8.66),
+    ],
+)
+def test_two_or_more_seeds_compare_seed_by_seed(gains, verdict, z):
+    claim = check_claims(seeded_rows(gains))[HYBRID]
+    assert claim.verdict == verdict
+    assert f"z = {z:+.2f} paired over 3 seeds" in claim.evidence and "(means of 3 seeds)" in claim.evidence
+
+
+def test_one_seed_in_common_falls_back_to_the_within_cell_standard_errors():
+    rows = seeded_rows([0.25, 0.25])
+    rows = [r for r in rows if not (r["loss"] == "simple" and r["seed"] == 1)]  # simple has seed 0 only
+    claim = check_claims(rows)[HYBRID]
+    assert "unpaired" in claim.evidence and "seeds" not in claim.evidence
+
+
+# DDPM Table 2 as `losses` entries named as pipelines/ddpm-ablation names them.
+DDPM_ENTRIES = {
+    "mean-vlb-learned": dict(objective="vlb", mean_type="previous_x", var_type="learned"),
+    "mean-vlb-fixed": dict(objective="vlb", mean_type="previous_x", var_type="fixed_large"),
+    "mean-mse": dict(objective="simple", mean_type="previous_x", var_type="fixed_large"),
+    "eps-vlb-learned": dict(objective="vlb", mean_type="epsilon", var_type="learned"),
+    "eps-vlb-fixed": dict(objective="vlb", mean_type="epsilon", var_type="fixed_large"),
+    "eps-simple": dict(objective="simple", mean_type="epsilon", var_type="fixed_large"),
+}
+DDPM_FD = {
+    "mean-vlb-learned": 24.0,
+    "mean-vlb-fixed": 13.0,
+    "mean-mse": 40.0,
+    "eps-vlb-learned": 30.0,
+    "eps-vlb-fixed": 13.5,
+    "eps-simple": 3.0,
+}
+EPS_BEST, MEAN_NEEDS_L, LEARNED_SIGMA_WORSE = range(3)  # DDPM's claims, after Improved DDPM's
+
+
+def ddpm_rows() -> list[dict]:
+    """The DDPM ablation's six cells on the linear schedule, FD shaped like DDPM Table 2."""
+    return [
+        {
+            "cell": f"linear-{name}",
+            "schedule": "linear",
+            "loss": name,
+            "seed": 0,
+            "timestep_sampler": "uniform",
+            **settings,
+            "nll_bpd": 4.0,
+            "nll_bpd_se": 0.02,
+            "fd_classifier": DDPM_FD[name],
+            "fd_classifier_se": FD_SE,
+            "kid_classifier": DDPM_FD[name] / 1000,
+            "kid_classifier_se": FD_SE / 1000,
+        }
+        for name, settings in DDPM_ENTRIES.items()
+    ]
+
+
+def ddpm_claims(rows: list[dict]) -> list:
+    claims = check_claims(rows)
+    return [c for c in claims if "(DDPM Table 2" in c.claim]
+
+
+def test_ddpm_claims_are_checked_on_the_ablation_cells_and_only_there():
+    claims = check_claims(ddpm_rows())
+    assert len(claims) == 3 and all("(DDPM Table 2" in c.claim for c in claims)  # no Improved DDPM cell
+    assert [c.verdict for c in claims] == [HOLDS] * 3
+    assert "FD eps-simple 3.00 ± 0.30 vs mean-mse 40.00 ± 0.30" in claims[EPS_BEST].evidence
+    # the default grid has DDPM's eps + L_simple cell (linear-simple) and nothing to compare it with
+    assert not [c for c in check_claims(grid_rows()) if "(DDPM Table 2" in c.claim]
+
+
+@pytest.mark.parametrize(
+    "name,fd,claim,verdict",
+    [
+        ("eps-vlb-fixed", 3.2, EPS_BEST, NOT_RESOLVED),  # within noise of eps-simple
+        ("mean-mse", 10.0, MEAN_NEEDS_L, CONTRADICTED),  # mu~ with MSE beats mu~ with L
+        ("eps-vlb-learned", 13.5, LEARNED_SIGMA_WORSE, NOT_RESOLVED),  # learned as good as fixed
+        ("mean-vlb-learned", 5.0, LEARNED_SIGMA_WORSE, CONTRADICTED),
+    ],
+)
+def test_each_ddpm_claim_gives_each_verdict(name, fd, claim, verdict):
+    rows = ddpm_rows()
+    for r in rows:
+        if r["loss"] == name:
+            r["fd_classifier"], r["kid_classifier"] = fd, fd / 1000
+    assert ddpm_claims(rows)[claim].verdict == verdict
+
+
+def test_an_unstable_cell_without_outputs_is_not_computed():
+    rows = ddpm_rows()
+    learned = next(r for r in rows if r["loss"] == "eps-vlb-learned")
+    for key in ("nll_bpd", "fd_classifier", "kid_classifier"):
+        del learned[key]
+    assert ddpm_claims(rows)[LEARNED_SIGMA_WORSE].verdict == NOT_COMPUTED
+
+
+def test_aux_and_vlb_with_different_timestep_samplers_are_not_compared():
+    rows = grid_rows()
+    for r in rows:
+        if r["loss"] == "aux":
+            r["timestep_sampler"] = "uniform"
+    claim = check_claims(rows)[AUX]
+    assert claim.verdict == NOT_COMPUTED and "not matched" in claim.evidence

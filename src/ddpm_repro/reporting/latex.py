@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from ..config import Config
 from .claims import Claim
-from .tables import Table, claims_table, d3pm_table, main_table, per_class_table, setting
+from .tables import (
+    Table,
+    claims_table,
+    d3pm_rows,
+    d3pm_table,
+    ddpm_rows,
+    ddpm_table,
+    main_table,
+    per_class_table,
+    setting,
+)
 
 # Characters special to LaTeX, and the few non-ASCII ones the tables use.
 _ESCAPES = {
@@ -55,12 +65,14 @@ def render_table(table: Table, label: str) -> str:
 def report_latex(
     config: Config, rows: list[dict], claims: list[Claim], conditional: dict | None = None
 ) -> str:
-    """The whole of report.tex: results, the D3PM comparison, the claims, per-class accuracy."""
-    tables = [
-        (main_table(config, rows), "results"),
-        (d3pm_table(config, rows), "d3pm"),
-        (claims_table(claims), "claims"),
-    ]
+    """The whole of report.tex: results, the D3PM and DDPM comparisons (where the grid has
+    their cells), the claims, per-class accuracy."""
+    tables = [(main_table(config, rows), "results")]
+    if d3pm_rows(rows):
+        tables.append((d3pm_table(config, rows), "d3pm"))
+    if ddpm_rows(rows):
+        tables.append((ddpm_table(config, rows), "ddpm"))
+    tables.append((claims_table(claims), "claims"))
     per_class = per_class_table(conditional) if conditional else None
     if per_class is not None:
         tables.append((per_class, "per-class"))

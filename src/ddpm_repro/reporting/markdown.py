@@ -5,12 +5,24 @@ and the sample grids, all linked with paths relative to the report."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
 from .cells import NOT_COMPUTED, grid_axes
 from .claims import Claim
-from .tables import Table, claims_table, d3pm_table, fmt, main_table, per_class_table, setting
+from .tables import (
+    Table,
+    claims_table,
+    d3pm_rows,
+    d3pm_table,
+    ddpm_rows,
+    ddpm_table,
+    fmt,
+    main_table,
+    per_class_table,
+    setting,
+)
 
 PLOT_TITLES = {
     "loss_curves": "Training loss per cell",
@@ -122,7 +134,22 @@ def _setting(config: Config, rows: list[dict], reference: dict) -> list[str]:
         "DDIM; the largest ancestral point is the full chain. Samples per point: "
         f"{_sizes(step_rows, 'samples')}.",
         "- The aux rows apply D3PM's auxiliary loss to Gaussian diffusion: this project's extension.",
+        "- Each cell is matched to the papers' rows by what it trains (objective, the mean's "
+        "parameterisation, the variance), not by its `losses` entry's name.",
     ]
+
+
+def _optional(
+    table: Callable[[Config, list[dict]], Table],
+    config: Config,
+    rows: list[dict],
+    selects: Callable[[list[dict]], list[dict]],
+    what: str,
+) -> str:
+    """A comparison table, or a line saying that the grid has none of its cells."""
+    if selects(rows):
+        return render_table(table(config, rows))
+    return f"No cell of this grid trains {what} (pipelines/README.md lists the profiles that do)."
 
 
 def _describe(value: object) -> str:
@@ -190,7 +217,14 @@ def report_markdown(
         [f"# ddpm-repro report: profile `{config.profile}`", ""],
         _setting(config, rows, reference or {}),
         ["", "## Results", "", render_table(main_table(config, rows))],
-        ["", "## The auxiliary loss beside D3PM", "", render_table(d3pm_table(config, rows))],
+        [
+            "",
+            "## The auxiliary loss beside D3PM",
+            "",
+            _optional(d3pm_table, config, rows, d3pm_rows, "Improved DDPM's L_vlb or the aux loss"),
+        ],
+        ["", "## The parameterisation ablation beside DDPM", ""]
+        + [_optional(ddpm_table, config, rows, ddpm_rows, "one of DDPM Table 2's combinations")],
         ["", "## The papers' claims on this run", "", render_table(claims_table(claims))],
         [""] + _conditional(conditional, plots, out_dir),
         ["", "## Plots", "", f"*{setting(config)}.*"] + [line for plot in plot_lines for line in ("", plot)],

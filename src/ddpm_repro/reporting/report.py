@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..io import write_text
+from .cells import over_seeds
 from .claims import check_claims
 from .latex import report_latex
 from .markdown import report_markdown
@@ -30,18 +31,21 @@ def write_report(
     reference: dict | None = None,
     conditional: dict | None = None,
 ) -> list[Path]:
-    """Write report.md, report.csv, steps.csv, report.tex, summary.json and plots/*.png under `out_dir`
-    (each atomically) and return their paths. `rows` come from collect_cells, `reference`
-    is the reference stage's metrics, `conditional` the class-conditional run's row
-    (collect_conditional)."""
+    """Write report.md, report.csv, steps.csv, report.tex, summary.json and plots/*.png under
+    `out_dir` (each atomically) and return their paths. `rows` come from collect_cells (one per
+    cell and seed), `reference` is the reference stage's metrics, `conditional` the
+    class-conditional run's row (collect_conditional). The tables and plots show one row per
+    cell (mean ± s.e. over its seeds when it has replicates); report.csv, steps.csv and
+    summary.json one per seed."""
     out_dir = Path(out_dir)
-    claims = check_claims(rows, config.diffusion.timesteps)
-    plots = write_plots(rows, out_dir / "plots", conditional)
+    claims = check_claims(rows, config.diffusion.timesteps)  # seed by seed where there are replicates
+    cells = over_seeds(rows)  # one row per cell: mean ± s.e. over its seeds
+    plots = write_plots(cells, out_dir / "plots", conditional)
     documents = {
-        out_dir / "report.md": report_markdown(config, rows, claims, out_dir, plots, reference, conditional),
+        out_dir / "report.md": report_markdown(config, cells, claims, out_dir, plots, reference, conditional),
         out_dir / "report.csv": report_csv(config, rows),
         out_dir / "steps.csv": steps_csv(rows),
-        out_dir / "report.tex": report_latex(config, rows, claims, conditional),
+        out_dir / "report.tex": report_latex(config, cells, claims, conditional),
         out_dir / "summary.json": json.dumps(summary(rows), indent=2) + "\n",
     }
     for path, text in documents.items():

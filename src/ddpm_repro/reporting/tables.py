@@ -12,7 +12,7 @@ from typing import Any
 from ..config import Config, LossType
 from .cells import NOT_COMPUTED, class_names
 from .claims import RULES, Claim
-from .paper import CIFAR10, D3PM, IMAGENET64, paper_row
+from .paper import CIFAR10, D3PM, DDPM, IMAGENET64, ddpm_key, iddpm_objective, paper_row
 
 NO_PAPER_ROW = "—"  # the paper has no such row (unlike NOT_COMPUTED: ours, missing)
 
@@ -41,15 +41,16 @@ def fmt_nll(row: dict) -> str:
     return f"{row['nll_bpd']:.3f}" + ("" if se is None else f" ± {se:.3f}")
 
 
-def is_extension(loss: str) -> bool:
+def is_extension(row: dict) -> bool:
     """Whether a row's objective is this project's extension (`LossType.is_extension`)."""
-    objectives = {t.value: t for t in LossType}
-    return loss in objectives and objectives[loss].is_extension
+    return LossType(row["objective"]).is_extension
 
 
-def objective_label(loss: str) -> str:
-    """'L_simple', ...; an extension's objective (aux) is labelled as such."""
-    return f"L_{loss}" + (" (extension)" if is_extension(loss) else "")
+def objective_label(row: dict) -> str:
+    """The objective a row trains ('L_simple', ...), with the `losses` entry's name when it
+    differs (e.g. 'L_vlb (mean-vlb-fixed)'); an extension's objective (aux) is labelled so."""
+    label = f"L_{row['objective']}" + ("" if row["loss"] == row["objective"] else f" ({row['loss']})")
+    return label + (" (extension)" if is_extension(row) else "")
 
 
 def setting(config: Config) -> str:
@@ -62,10 +63,13 @@ def setting(config: Config) -> str:
 
 
 def fmt_interval(row: dict, key: str) -> str:
-    """'value [low, high]' (the bootstrap 95% interval), or the value alone when a row
-    predates the interval."""
+    """'value [low, high]' (the bootstrap 95% interval), 'mean ± s.e.' over the seeds of a
+    cell with replicates, or the value alone when a row predates the interval."""
     if row.get(key) is None:
         return NOT_COMPUTED
+    if row.get("seeds", 1) > 1:
+        se = row.get(f"{key}_se")
+        return f"{row[key]:.2f}" + ("" if se is None else f" ± {se:.2f}")
     low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
     return f"{row[key]:.2f}" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
 
@@ -76,6 +80,17 @@ def fmt_kid(row: dict, key: str) -> str:
         return NOT_COMPUTED
     se = row.get(f"{key}_se")
     return f"{1e3 * row[key]:.2f}" + ("" if se is None else f" ± {1e3 * se:.2f}")
+
+
+def seeds_note(rows: list[dict]) -> str:
+    """The caption's sentence on replicates, when some cell has more than one training seed."""
+    n = sorted({r.get("seeds", 1) for r in rows if r.get("seeds", 1) > 1})
+    if not n:
+        return ""
+    return (
+        f" Cells with {' or '.join(map(str, n))} training seeds (grid.replicate_seeds) show the mean over "
+        "their seeds ± the standard error across seeds."
+    )
 
 
 def _ours(row: dict) -> list[str]:
@@ -105,12 +120,20 @@ def _paper(
 
 
 def main_table(config: Config, rows: list[dict]) -> Table:
-    """Rows schedule x objective: ours beside Improved DDPM Tables 2 (CIFAR-10) and 1 (ImageNet 64)."""
+    """Rows schedule x objective: ours beside Improved DDPM Tables 2 (CIFAR-10) and 1 (ImageNet 64),
+    where the cell trains as that paper did (`iddpm_objective`)."""
     T = config.diffusion.timesteps
+
+    def paper(table: str, keys: tuple[tuple[str, str], ...], row: dict) -> list[str]:
+        objective = iddpm_objective(row)
+        if objective is None:
+            return [NO_PAPER_ROW] * len(keys)
+        return _paper(table, keys, T, schedule=row["schedule"], objective=objective)
+
     body = [
-        [r["schedule"], objective_label(r["loss"]), fmt(r.get("final_loss"), ".4g"), *_ours(r)]
-        + _paper(CIFAR10, (("nll", ".2f"), ("fid", ".2f")), T, schedule=r["schedule"], objective=r["loss"])
-        + _paper(IMAGENET64, (("nll", ".2f"), ("fid", ".1f")), T, schedule=r["schedule"], objective=r["loss"])
+        [r["schedule"], objective_label(r), fmt(r.get("final_loss"), ".4g"), *_ours(r)]
+        + paper(CIFAR10, (("nll", ".2f"), ("fid", ".2f")), r)
+        + paper(IMAGENET64, (("nll", ".2f"), ("fid", ".1f")), r)
         for r in rows
     ]
     header = ["schedule", "objective", "train loss", *OURS_HEADER]
@@ -119,7 +142,7 @@ def main_table(config: Config, rows: list[dict]) -> Table:
     caption = (
         f"Ours ({setting(config)}) beside Improved DDPM Table 2 (CIFAR-10, 500K iterations) and Table 1 "
         f"(ImageNet 64x64, 200K iterations); the paper's row at our T when it has one, else at T = 4K "
-        f"(marked). {NO_PAPER_ROW}: the paper has no such row."
+        f"(marked). {NO_PAPER_ROW}: the paper has no such row.{seeds_note(rows)}"
     )
     return Table(header, body, caption, "ll" + "r" * 10)
 
@@ -130,19 +153,22 @@ def _loss_setting(config: Config, entry: str, key: str) -> Any:
     return getattr(config.diffusion, key) if value is None else value
 
 
+def d3pm_rows(rows: list[dict]) -> list[dict]:
+    """The L_vlb cells, then the aux cells, that train as Improved DDPM's L_vlb (eps, learned range)."""
+    return [r for objective in ("vlb", "aux") for r in rows if iddpm_objective(r) == objective]
+
+
 def d3pm_table(config: Config, rows: list[dict]) -> Table:
     """The vlb and aux cells beside D3PM Table 3's discretized-Gaussian rows."""
     body = [
-        [f"{r['cell']}" + (" (extension)" if is_extension(r["loss"]) else ""), *_ours(r)]
+        [f"{r['cell']}" + (" (extension)" if is_extension(r) else ""), *_ours(r)]
         + _paper(
             D3PM,
             (("label", ""), ("nll", ".3f"), ("is", ".2f"), ("fid", ".2f")),
             transition="Gauss",
-            objective=loss,
+            objective=r["objective"],
         )
-        for loss in ("vlb", "aux")
-        for r in rows
-        if r["loss"] == loss
+        for r in d3pm_rows(rows)
     ]
     header = ["cell", *OURS_HEADER]
     header += ["D3PM row", "D3PM NLL", "D3PM IS", "D3PM FID"]
@@ -156,6 +182,37 @@ def d3pm_table(config: Config, rows: list[dict]) -> Table:
         f"'{_loss_setting(config, 'vlb', 'timestep_sampler')}' for vlb."
     )
     return Table(header, body, caption, "lrrrrrlrrr")
+
+
+def ddpm_rows(rows: list[dict]) -> list[dict]:
+    """The cells that train one of DDPM Table 2's combinations (`ddpm_key`), in grid order."""
+    return [r for r in rows if ddpm_key(r) is not None]
+
+
+def _ddpm_paper(row: dict) -> list[str]:
+    """DDPM's label, IS, FID and NLL for the row's combination; 'unstable' where the paper says so."""
+    mean_type, var, objective = ddpm_key(row)  # type: ignore[misc]
+    paper = paper_row(DDPM, mean_type=mean_type, var=var, objective=objective)
+    assert paper is not None  # ddpm_key only matches the paper's rows
+    unstable = paper.get("note", NO_PAPER_ROW)  # Table 2 gives no IS / FID where training diverged
+    return [paper["label"]] + [
+        format(paper[k], spec) if k in paper else unstable if k != "nll" else NO_PAPER_ROW
+        for k, spec in (("is", ".2f"), ("fid", ".2f"), ("nll", ".2f"))
+    ]
+
+
+def ddpm_table(config: Config, rows: list[dict]) -> Table:
+    """The cells that train DDPM Table 2's combinations beside its IS and FID, and Table 1's NLL."""
+    body = [[r["cell"], *_ours(r), *_ddpm_paper(r)] for r in ddpm_rows(rows)]
+    header = ["cell", *OURS_HEADER, "DDPM row", "DDPM IS", "DDPM FID", "DDPM NLL (Table 1)"]
+    caption = (
+        f"Ours ({setting(config)}) beside DDPM Table 2 (CIFAR-10, the parameterisation x objective "
+        "ablation, IS / FID) and Table 1 (NLL, given for two rows), matched on what each cell trains: "
+        "the mean's parameterisation (eps or mu~), the variance (fixed, or a learned diagonal) and the "
+        "objective (L_simple, or the true bound L), on DDPM's linear schedule. 'unstable': DDPM reports "
+        f"that training diverged; {NO_PAPER_ROW}: the paper gives no such number."
+    )
+    return Table(header, body, caption, "l" + "r" * len(OURS_HEADER) + "lrrr")
 
 
 def claims_table(claims: list[Claim]) -> Table:
@@ -186,6 +243,10 @@ CSV_FIELDS = [
     "cell",
     "schedule",
     "loss",
+    "seed",
+    "objective",
+    "mean_type",
+    "var_type",
     "steps",
     "final_loss",
     "final_mse",
