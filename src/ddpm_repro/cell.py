@@ -36,6 +36,15 @@ class Cell:
             raise UserError(f"cell {text!r} is not of the form <schedule>-<loss>, e.g. cosine-hybrid")
         return cls(schedule, loss, seed, cond)
 
+    def stage(self, command: str) -> str:
+        """The DVC stage (dvc.yaml) that runs `command` (train, sample, nll, evaluate) for this
+        cell: 'train@cosine-hybrid', a replicate's 'train-seed@cosine-hybrid-1', a
+        class-conditional variant's 'train-cond@cosine-hybrid'."""
+        base = f"{self.schedule}-{self.loss}"
+        if self.cond:
+            return f"{command}-cond@{base}"
+        return f"{command}@{base}" if self.seed is None else f"{command}-seed@{base}-{self.seed}"
+
     def __str__(self) -> str:
         seed = f"-s{self.seed}" if self.seed is not None else ""
         return f"{self.schedule}-{self.loss}{seed}{'-cond' if self.cond else ''}"

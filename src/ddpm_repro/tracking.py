@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .cell import Cell
 from .config import Config, config_to_dict
 
 PARENT_ENV = "DDPM_REPRO_PARENT_RUN_ID"
@@ -102,8 +103,9 @@ def applied_settings(config: Config) -> dict[str, str]:
     for key, objectives in _OBJECTIVE_KEYS.items():
         if objective not in objectives:
             d["diffusion"].pop(key, None)
-    if not d["diffusion"].get("loss_entry"):
-        d["diffusion"].pop("loss_entry", None)
+    for key in ("loss_entry", "cell_seed"):  # the cell's name, when it has one; train.seed holds the seed
+        if d["diffusion"].get(key) in ("", None):
+            d["diffusion"].pop(key, None)
     return _flatten(d)
 
 
@@ -112,7 +114,8 @@ class Tracker:
 
     Args:
         config: the resolved config of the cell (profile, cell, tracking section).
-        stage: the DVC stage name, e.g. "train"; tagged as dvc_stage "train@<cell>".
+        stage: the command, e.g. "train"; its DVC stage (`Cell.stage`, e.g. "train@<cell>") is
+            tagged dvc_stage.
     """
 
     def __init__(self, config: Config, stage: str) -> None:
@@ -177,7 +180,7 @@ class Tracker:
             "loss": d.entry,
             "objective": d.objective.value,
             "git_commit": git_commit(repo_root()),
-            "dvc_stage": f"{self.stage}@{self.config.cell}",
+            "dvc_stage": Cell.parse(self.config.cell).stage(self.stage),
             "mlflow.runName": self.config.cell,
         }
         if os.environ.get(PARENT_ENV):
@@ -235,7 +238,9 @@ class Tracker:
             )
             if runs:
                 self.run_id = runs[0].info.run_id
-                self._client.set_tag(self.run_id, f"dvc_stage.{self.stage}", f"{self.stage}@{cell}")
+                self._client.set_tag(
+                    self.run_id, f"dvc_stage.{self.stage}", Cell.parse(cell).stage(self.stage)
+                )
                 return self.run_id
             return self.start_cell_run()
 

@@ -24,3 +24,15 @@ def test_a_cell_name_parses_and_prints_back(text, cell):
 def test_a_name_without_schedule_and_loss_is_refused_by_name(text):
     with pytest.raises(UserError, match=f"cell '{text}' is not of the form <schedule>-<loss>"):
         Cell.parse(text)
+
+
+@pytest.mark.parametrize(
+    "text,stage",
+    [
+        ("cosine-hybrid", "train@cosine-hybrid"),
+        ("cosine-hybrid-s2", "train-seed@cosine-hybrid-2"),
+        ("cosine-hybrid-cond", "train-cond@cosine-hybrid"),
+    ],
+)
+def test_a_cell_names_the_dvc_stage_that_runs_it(text, stage):
+    assert Cell.parse(text).stage("train") == stage

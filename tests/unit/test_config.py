@@ -199,3 +199,15 @@ def test_replicate_seeds_add_every_cell_again_trained_with_that_seed():
 def test_bad_replicate_seeds_are_named(seeds, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"grid": {"replicate_seeds": seeds}})
+
+
+def test_the_claims_profile_is_the_default_with_three_seeds_and_longer_training():
+    root = Path(__file__).resolve().parents[2]
+    default = config_to_dict(load_config(root / "params.yaml"))
+    claims = config_to_dict(load_config(root / "pipelines" / "digits-claims" / "params.yaml"))
+    assert claims["grid"]["replicate_seeds"] == [1, 2] and claims["train"]["steps"] == 2000
+    for section in ("grid", "train"):
+        for key in ("replicate_seeds", "steps"):
+            claims[section].pop(key, None), default[section].pop(key, None)
+    assert {**claims, "profile": "default"} == default
+    assert len(load_config(root / "pipelines" / "digits-claims" / "params.yaml").grid.cells) == 24

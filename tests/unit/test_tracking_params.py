@@ -27,3 +27,12 @@ def test_a_cell_logs_its_own_objectives_settings_only(cell, present, absent):
     assert params["train.lr"] == "0.001" and params["diffusion.timestep_sampler"]
     assert all(k in params for k in present) and not any(k in params for k in absent)
     assert not [k for k in params if k.startswith(("losses.", "grid.", "conditional."))]
+
+
+def test_a_replicate_logs_its_training_seed_and_a_primary_cell_no_cell_seed():
+    data = read_params(ROOT / "params.yaml")
+    data["grid"]["replicate_seeds"] = [3]
+    replicate = applied_settings(config_from_dict(data, cell="cosine-hybrid-s3"))
+    primary = applied_settings(config_from_dict(data, cell="cosine-hybrid"))
+    assert replicate["train.seed"] == "3" and replicate["diffusion.cell_seed"] == "3"
+    assert primary["train.seed"] == "0" and "diffusion.cell_seed" not in primary
