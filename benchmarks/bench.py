@@ -633,6 +633,10 @@ WORKERS: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec.get("malloc") == "keep":  # as `ddpm-repro` runs; for ours and the peer alike
+        from ddpm_repro.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     if spec["task"] == "probe":
@@ -912,6 +916,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"Measured {results['date']} on {results['device']} ({where}), "
         f"torch {env['torch']}, Python {env['python']}; peer: {results['peer']}.",
         "",
+        "C allocator: "
+        + (
+            "freed blocks kept for reuse in every figure's process, ours and the peer's alike "
+            "(`--malloc keep`, ddpm_repro/allocator.py, as `ddpm-repro` runs)."
+            if env.get("malloc", "default") == "keep"
+            else "glibc's defaults (`--malloc default`)."
+        ),
+        "",
         f"Command: `{results['command']}`"
         + (" (**--quick: a smoke run, not a measurement**)" if results["quick"] else ""),
         "",
@@ -1074,6 +1086,13 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="one process per figure (auto: on CPU, except with --quick)",
     )
+    ap.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: the C allocator settings `ddpm-repro` applies (ddpm_repro/allocator.py), in every "
+        "figure's process, ours and the peer's alike; default: glibc's own",
+    )
     ap.add_argument("--worker-timeout", type=float, default=1800, help="seconds per isolated figure")
     ap.add_argument("--update-readme", action="store_true", help="write the table into benchmarks/README.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -1121,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join([_interpreter(), "benchmarks/bench.py", *sys.argv[1:]]),
         "quick": args.quick,
         "device": str(device),
-        "environment": environment(device),
+        "environment": environment(device) | {"malloc": args.malloc},
         "peer": peer_text,
         "isolated": isolate,
         "rounds": rounds,
@@ -1147,7 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(json_path, json.dumps(results, indent=2) + "\n")
         write_atomic(md_path, markdown(results))
 
-    common = {"device": str(device), "threads": args.threads}
+    common = {"device": str(device), "threads": args.threads, "malloc": args.malloc}
     probe = {"task": "probe", "sizes": PROBE_SIZES[kind], **common}
     for i in range(rounds):
         note = f"round {i + 1}/{rounds}"

@@ -771,7 +771,10 @@ def main(argv: list[str] | None = None) -> int:
     print as one line naming the command. Anything else is a bug: its traceback is printed."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launched worker reruns
+    from .allocator import keep_freed_memory
     from .errors import NonFiniteLossError, UserError
+
+    keep_freed_memory()  # freed activations stay for reuse (allocator.py; ~15% of CPU training)
 
     try:
         start = time.perf_counter()

@@ -424,10 +424,15 @@ class Config:
         return dataclasses.replace(self.diffusion, **own, objective=objective, loss_entry=loss_entry)
 
     @property
+    def grid_cell(self) -> Cell:
+        """This config's grid cell (schedule, losses entry, training seed, conditional or not)."""
+        d = self.diffusion
+        return Cell(d.schedule, d.entry, d.cell_seed, cond=self.model.class_cond)
+
+    @property
     def cell(self) -> str:
         """This config's grid cell name, e.g. cosine-hybrid; "-cond" ends a class-conditional one."""
-        d = self.diffusion
-        return str(Cell(d.schedule, d.entry, d.cell_seed, cond=self.model.class_cond))
+        return str(self.grid_cell)
 
 
 def _non_negative_all(values: tuple[int, ...], key: str) -> None:

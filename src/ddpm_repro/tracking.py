@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .cell import Cell
 from .config import Config, config_to_dict
 
 PARENT_ENV = "DDPM_REPRO_PARENT_RUN_ID"
@@ -180,7 +179,7 @@ class Tracker:
             "loss": d.entry,
             "objective": d.objective.value,
             "git_commit": git_commit(repo_root()),
-            "dvc_stage": Cell.parse(self.config.cell).stage(self.stage),
+            "dvc_stage": self.config.grid_cell.stage(self.stage),
             "mlflow.runName": self.config.cell,
         }
         if os.environ.get(PARENT_ENV):
@@ -239,7 +238,7 @@ class Tracker:
             if runs:
                 self.run_id = runs[0].info.run_id
                 self._client.set_tag(
-                    self.run_id, f"dvc_stage.{self.stage}", Cell.parse(cell).stage(self.stage)
+                    self.run_id, f"dvc_stage.{self.stage}", self.config.grid_cell.stage(self.stage)
                 )
                 return self.run_id
             return self.start_cell_run()

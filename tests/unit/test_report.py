@@ -345,3 +345,18 @@ def test_cells_with_replicates_show_the_mean_and_its_standard_error_over_seeds(t
     assert len(table_rows(md, "Results")) == 1 + 8  # one row per cell, not per seed
     records = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert len(records) == 24 and records[8]["cell"] == "linear-simple-s1" and records[8]["seed"] == "1"
+
+
+def test_a_seed_without_a_figure_leaves_that_cells_mean_not_computed():
+    from ddpm_repro.reporting.cells import over_seeds
+
+    from .test_report_claims import seeded_rows
+
+    rows = seeded_rows([0.10, 0.12, 0.08])
+    cosine_simple = [r for r in rows if r["schedule"] == "cosine" and r["loss"] == "simple"]
+    cosine_simple[2]["fd_classifier"] = None  # seed 2's evaluation has not run
+    merged = {(r["schedule"], r["loss"]): r for r in over_seeds(rows)}
+    assert merged["cosine", "simple"]["seeds"] == 3
+    assert merged["cosine", "simple"]["fd_classifier"] is None  # not a mean of two of the three seeds
+    assert merged["cosine", "simple"]["fd_classifier_se"] is None
+    assert merged["cosine", "simple"]["nll_bpd"] is not None  # every seed has its NLL

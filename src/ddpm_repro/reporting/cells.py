@@ -75,26 +75,31 @@ SEED_FIGURES = (
 )
 
 
+def by_cell(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(schedule, losses entry) -> that cell's rows, one per training seed, in seed order; the
+    cells in grid (first-seen) order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["schedule"], r["loss"]), []).append(r)
+    return {k: sorted(g, key=lambda r: r.get("seed") or 0) for k, g in groups.items()}
+
+
 def over_seeds(rows: list[dict]) -> list[dict]:
     """One row per (schedule, losses entry), in grid order, with "seeds" (how many rows it
     stands for). A cell with one seed is its own row. A cell with replicates
     (grid.replicate_seeds) is its first seed's row (curves, samples) with each SEED_FIGURES
-    figure replaced by its mean over the seeds that have it and `<figure>_se` by the standard
-    error of that mean across seeds; FD's bootstrap interval, which describes one seed, is dropped."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["schedule"], r["loss"]), []).append(r)
+    figure replaced by its mean over the seeds and `<figure>_se` by the standard error of that
+    mean across seeds (both None, not computed, when a seed lacks the figure); FD's bootstrap
+    interval, which describes one seed, is dropped."""
     merged = []
-    for group in groups.values():
-        group = sorted(group, key=lambda r: r.get("seed") or 0)
+    for group in by_cell(rows).values():
         row = {**group[0], "seeds": len(group)}
         if len(group) > 1:
             for key in SEED_FIGURES:
                 values = [r[key] for r in group if isinstance(r.get(key), int | float)]
-                row[key] = statistics.fmean(values) if values else None
-                row[f"{key}_se"] = (
-                    statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-                )
+                whole = len(values) == len(group)  # a seed without the figure: the mean is not computed
+                row[key] = statistics.fmean(values) if whole else None
+                row[f"{key}_se"] = statistics.stdev(values) / math.sqrt(len(values)) if whole else None
             row.pop("fd_classifier_low", None), row.pop("fd_classifier_high", None)
             row.pop("fid_inception_low", None), row.pop("fid_inception_high", None)
         merged.append(row)

@@ -39,7 +39,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .cells import NOT_COMPUTED, grid_axes
+from .cells import NOT_COMPUTED, by_cell, grid_axes
 from .paper import ddpm_key, iddpm_objective
 
 HOLDS = "holds"
@@ -261,14 +261,6 @@ def _per_schedule(parts: list[tuple[str, list[Part | None]]]) -> list[Part | Non
     return joined
 
 
-def _groups(rows: list[dict]) -> dict[tuple[str, str], Group]:
-    """(schedule, losses entry) -> the cell's rows, one per training seed, in seed order."""
-    groups: dict[tuple[str, str], Group] = {}
-    for r in rows:
-        groups.setdefault((r["schedule"], r["loss"]), []).append(r)
-    return {k: sorted(g, key=lambda r: r.get("seed") or 0) for k, g in groups.items()}
-
-
 # DDPM Table 2's rows as (mean_type, variance, objective)
 EPS_SIMPLE = ("epsilon", "fixed", "simple")
 DDPM_ROWS = (
@@ -285,7 +277,7 @@ def check_claims(rows: list[dict], timesteps: int = 1000) -> list[Claim]:
     """The claims of the report whose cells the grid has, in order (Improved DDPM's four, D3PM's,
     then DDPM's three), on the rows of one grid whose chains have `timesteps` steps. Each is
     checked only in the settings where the papers state it."""
-    groups = _groups(rows)
+    groups = by_cell(rows)
     schedules, _ = grid_axes(rows)
 
     def find(schedule: str, matches: Callable[[dict], bool]) -> Group:

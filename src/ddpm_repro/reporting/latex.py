@@ -8,10 +8,7 @@ from .claims import Claim
 from .tables import (
     Table,
     claims_table,
-    d3pm_rows,
-    d3pm_table,
-    ddpm_rows,
-    ddpm_table,
+    comparison_tables,
     main_table,
     per_class_table,
     setting,
@@ -68,10 +65,7 @@ def report_latex(
     """The whole of report.tex: results, the D3PM and DDPM comparisons (where the grid has
     their cells), the claims, per-class accuracy."""
     tables = [(main_table(config, rows), "results")]
-    if d3pm_rows(rows):
-        tables.append((d3pm_table(config, rows), "d3pm"))
-    if ddpm_rows(rows):
-        tables.append((ddpm_table(config, rows), "ddpm"))
+    tables += [(c.table, c.label) for c in comparison_tables(config, rows) if c.table is not None]
     tables.append((claims_table(claims), "claims"))
     per_class = per_class_table(conditional) if conditional else None
     if per_class is not None:

@@ -5,19 +5,16 @@ and the sample grids, all linked with paths relative to the report."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config
 from .cells import NOT_COMPUTED, grid_axes
 from .claims import Claim
 from .tables import (
+    Comparison,
     Table,
     claims_table,
-    d3pm_rows,
-    d3pm_table,
-    ddpm_rows,
-    ddpm_table,
+    comparison_tables,
     fmt,
     main_table,
     per_class_table,
@@ -139,17 +136,14 @@ def _setting(config: Config, rows: list[dict], reference: dict) -> list[str]:
     ]
 
 
-def _optional(
-    table: Callable[[Config, list[dict]], Table],
-    config: Config,
-    rows: list[dict],
-    selects: Callable[[list[dict]], list[dict]],
-    what: str,
-) -> str:
-    """A comparison table, or a line saying that the grid has none of its cells."""
-    if selects(rows):
-        return render_table(table(config, rows))
-    return f"No cell of this grid trains {what} (pipelines/README.md lists the profiles that do)."
+def _comparison(c: Comparison) -> list[str]:
+    """A comparison's section: its table, or a line saying that the grid has none of its cells."""
+    body = (
+        render_table(c.table)
+        if c.table is not None
+        else f"No cell of this grid trains {c.trains} (pipelines/README.md lists the profiles that do)."
+    )
+    return ["", f"## {c.title}", "", body]
 
 
 def _describe(value: object) -> str:
@@ -217,14 +211,7 @@ def report_markdown(
         [f"# ddpm-repro report: profile `{config.profile}`", ""],
         _setting(config, rows, reference or {}),
         ["", "## Results", "", render_table(main_table(config, rows))],
-        [
-            "",
-            "## The auxiliary loss beside D3PM",
-            "",
-            _optional(d3pm_table, config, rows, d3pm_rows, "Improved DDPM's L_vlb or the aux loss"),
-        ],
-        ["", "## The parameterisation ablation beside DDPM", ""]
-        + [_optional(ddpm_table, config, rows, ddpm_rows, "one of DDPM Table 2's combinations")],
+        *(_comparison(c) for c in comparison_tables(config, rows)),
         ["", "## The papers' claims on this run", "", render_table(claims_table(claims))],
         [""] + _conditional(conditional, plots, out_dir),
         ["", "## Plots", "", f"*{setting(config)}.*"] + [line for plot in plot_lines for line in ("", plot)],

@@ -75,8 +75,10 @@ def ddpm_key(row: dict) -> tuple[str, str, str] | None:
     or the true bound), else None. Only the linear schedule: DDPM's."""
     var = {"learned": "learned", **dict.fromkeys(FIXED_VARIANCES, "fixed")}.get(row.get("var_type"))
     key = (row.get("mean_type"), var, row.get("objective"))
-    if row.get("schedule") != "linear" or not any(
-        (r["mean_type"], r["var"], r["objective"]) == key for r in paper_tables()[DDPM]["rows"]
-    ):
-        return None
-    return key  # type: ignore[return-value]
+    return key if row.get("schedule") == "linear" and key in _ddpm_keys() else None  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=1)
+def _ddpm_keys() -> frozenset[tuple[str, str, str]]:
+    """DDPM Table 2's rows as (mean_type, "fixed" | "learned", objective)."""
+    return frozenset((r["mean_type"], r["var"], r["objective"]) for r in paper_tables()[DDPM]["rows"])

@@ -215,6 +215,36 @@ def ddpm_table(config: Config, rows: list[dict]) -> Table:
     return Table(header, body, caption, "l" + "r" * len(OURS_HEADER) + "lrrr")
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A paper's table set beside the cells that train what it reports: `table` is None when no
+    cell of the grid does (`trains` says what a cell would have to train)."""
+
+    label: str
+    title: str
+    trains: str
+    table: Table | None
+
+
+def comparison_tables(config: Config, rows: list[dict]) -> list[Comparison]:
+    """The comparisons with D3PM and with DDPM, in report order, each with its table or None;
+    the one decision both report.md and report.tex render."""
+    return [
+        Comparison(
+            "d3pm",
+            "The auxiliary loss beside D3PM",
+            "Improved DDPM's L_vlb or the aux loss",
+            d3pm_table(config, rows) if d3pm_rows(rows) else None,
+        ),
+        Comparison(
+            "ddpm",
+            "The parameterisation ablation beside DDPM",
+            "one of DDPM Table 2's combinations",
+            ddpm_table(config, rows) if ddpm_rows(rows) else None,
+        ),
+    ]
+
+
 def claims_table(claims: list[Claim]) -> Table:
     """Each claim, the measured evidence with numbers, and the verdict."""
     caption = f"The papers' claims checked on this run. {RULES}"
