@@ -5,8 +5,9 @@ above its mmap threshold are unmapped, and the heap's free top is trimmed). A tr
 frees and re-allocates activations of several MB each, so every step page-faults its memory
 in again, zero-filled. `keep_freed_memory` raises the two thresholds so that freed blocks
 stay with the process and are reused. The gain is measured in benchmarks/README.md
-("The C allocator"): about 15% of the wall time of CPU training, with the system time
-cut by 60-90%. The resident memory then stays at its peak instead of falling between steps.
+("The C allocator"): CPU training processes ran 1.15x as fast (13% less wall time), with
+their system time cut from 3.1 to 0.5 s (digits) and from 8.0 to 5.0 s (CIFAR-10). The
+resident memory then stays at its peak instead of falling between steps.
 
 Only the command-line entry (`ddpm-repro`) and the benchmarks call it, never an import of
 the library. A user's own allocator settings win: nothing is changed when the environment
