@@ -378,12 +378,24 @@ def _forward_flops_per_image(model: torch.nn.Module, shape: tuple[int, ...], dev
         return count_flops(lambda: model(x, t))
 
 
-def train_ours(spec: dict[str, Any]) -> dict[str, Any]:
+def _ours_trainer(preset: str, precision: str, device: str, batch: int, ckpt_dir: str):
+    """The Trainer whose train_step the benchmarks time: the hybrid cell of `preset` on random
+    uint8 images (max(256, 4 * batch) of them), checkpoints under ckpt_dir."""
     import numpy as np
 
     from ddpm_repro.data.arrays import ImageArrays
     from ddpm_repro.training import Trainer
 
+    p = PRESETS[preset]
+    size, ch = p["image_size"], p["channels"]
+    config = _ours_config(preset, precision, device, batch, p["timesteps"])
+    n = max(256, 4 * batch)
+    images = np.random.default_rng(0).integers(0, 256, (n, size, size, ch), dtype=np.uint8)
+    data = ImageArrays(images=images, labels=np.full(n, -1, np.int64))
+    return Trainer(config, data, ckpt_dir, progress=False)
+
+
+def train_ours(spec: dict[str, Any]) -> dict[str, Any]:
     device, preset, precision, s = (
         torch.device(spec["device"]),
         spec["preset"],
@@ -392,14 +404,8 @@ def train_ours(spec: dict[str, Any]) -> dict[str, Any]:
     )
     p = PRESETS[preset]
     size, ch = p["image_size"], p["channels"]
-    config = _ours_config(preset, precision, device.type, s["batch"], p["timesteps"])
-    rng = np.random.default_rng(0)
-    n = max(256, 4 * s["batch"])
-    data = ImageArrays(
-        images=rng.integers(0, 256, (n, size, size, ch), dtype=np.uint8), labels=np.full(n, -1, np.int64)
-    )
     with tempfile.TemporaryDirectory() as ckpt_dir:
-        trainer = Trainer(config, data, ckpt_dir, progress=False)
+        trainer = _ours_trainer(preset, precision, device.type, s["batch"], ckpt_dir)
         with PeakMemory(device) as mem:
             for _ in range(s["warmup"]):
                 trainer.train_step()

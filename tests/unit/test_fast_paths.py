@@ -1,13 +1,13 @@
-"""The fast paths compute what the plain ones do: bf16 autocast and the fused attention
-kernel (correctness only; their speed is measured by benchmarks/bench.py). torch.compile:
-tests/integration/test_training.py."""
+"""The fast paths compute what the plain ones do: bf16 autocast, the fused attention kernel,
+the bf16 matmul attention and the CPU dropout (correctness only; their speed is measured by
+benchmarks/bench.py). torch.compile: tests/integration/test_training.py."""
 
 import pytest
 import torch
 
 from ddpm_repro.config import build_diffusion, config_from_dict
 from ddpm_repro.models import UNet, preset
-from ddpm_repro.models.layers import AttentionBlock
+from ddpm_repro.models.layers import AttentionBlock, Dropout, matmul_attention
 
 # bf16 keeps 8 bits of mantissa (relative rounding 2^-9 ~ 0.2% per op); through a whole UNet
 # and the loss the mean loss moves by well under 2%.
@@ -52,6 +52,55 @@ def test_bf16_attention_stays_within_bf16_tolerance_of_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = block(x).float()
     torch.testing.assert_close(low, _plain_attention(block, x), rtol=BF16_RTOL, atol=5e-2)
+
+
+def test_matmul_attention_is_scaled_dot_product_attention():
+    q, k, v = torch.randn(3, 2, 4, 64, 32).unbind(0)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(matmul_attention(q, k, v), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_attention_gradients_stay_within_bf16_tolerance_of_fp32():
+    block = _randomised(AttentionBlock(64, num_heads=4, norm_groups=32))
+    x = torch.randn(2, 64, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = block(x).float()
+    (grad_low,) = torch.autograd.grad(low.square().sum(), x)
+    (grad_plain,) = torch.autograd.grad(_plain_attention(block, x).square().sum(), x)
+    torch.testing.assert_close(grad_low, grad_plain, rtol=BF16_RTOL, atol=5e-2)
+
+
+# 10^6 draws: the drop rate's standard error is sqrt(0.3 * 0.7 / 10^6) = 4.6e-4
+DROP_P, DROP_N, DROP_SE = 0.3, 1_000_000, 4.6e-4
+
+
+def test_cpu_dropout_drops_at_rate_p_and_scales_what_it_keeps():
+    torch.manual_seed(0)
+    x = (torch.rand(DROP_N) + 1.0).requires_grad_()  # no zeros of its own
+    y = Dropout(DROP_P).train()(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - DROP_P) < 5 * DROP_SE
+    torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - DROP_P), rtol=1e-6, atol=0.0)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, (~dropped).float() / (1 - DROP_P), rtol=1e-6, atol=0.0)
+
+
+def test_cpu_dropout_masks_follow_torchs_seed_and_differ_call_to_call():
+    layer, x = Dropout(DROP_P).train(), torch.ones(4, 8, 16, 16)
+    torch.manual_seed(3)
+    first, second = layer(x), layer(x)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), first)
+    assert not torch.equal(first, second)
+
+
+def test_dropout_is_the_identity_in_eval_mode_and_at_zero_and_keeps_the_dtype():
+    x = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16)
+    assert Dropout(DROP_P).eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+    assert Dropout(DROP_P).train()(x).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)
 
 
 @pytest.mark.parametrize("loss,var_type", [("simple", "fixed_large"), ("hybrid", "learned_range")])

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -45,6 +45,39 @@ class GroupNorm32(nn.GroupNorm):
 def normalization(channels: int, groups: int) -> nn.Module:
     """The UNet's normalisation layer: `GroupNorm32` with `groups` groups over `channels`."""
     return GroupNorm32(groups, channels)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (Srivastava et al. 2014): in training, x * keep / (1 - p) with
+    keep ~ Bernoulli(1 - p) per element; the identity in eval mode or with p = 0.
+
+    On CPU the keep mask is drawn from 32 random bits per element (keep where the bits are
+    at least round(p * 2^32), so the drop rate is p to within 2^-33) by numpy's PCG64,
+    seeded from torch's default generator: seeded runs and resumed checkpoints draw the same
+    masks, and a mask costs a fraction of torch's `bernoulli_` on CPU
+    (benchmarks/README.md, "Dropout on CPU"). Elsewhere, and under torch.compile, it is
+    `F.dropout`."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def extra_repr(self) -> str:
+        """"p=..." in the module's repr, as torch's Dropout prints it."""
+        return f"p={self.p}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [any shape], float -> same shape and dtype."""
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled: inductor's own
+            return F.dropout(x, self.p, training=True)
+        n, seed = x.numel(), int(torch.randint(0, 2**63 - 1, ()))
+        bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view("<u4")[:n]
+        keep = torch.from_numpy(bits >= min(round(self.p * 2**32), 2**32 - 1)).view(x.shape)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 class Downsample(nn.Module):
@@ -114,7 +147,7 @@ class ResBlock(nn.Module):
         self.out_layers = nn.Sequential(
             normalization(out_channels, norm_groups),
             nn.SiLU(),
-            nn.Dropout(p=dropout),
+            Dropout(dropout),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection = (
@@ -140,14 +173,23 @@ class ResBlock(nn.Module):
         return self.skip_connection(x) + h
 
 
+def matmul_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, eq. 1) as two batched matmuls in the
+    inputs' dtype: q, k, v [..., L, d] -> [..., L, d]; the softmax accumulates in float32.
+    On CPU in bf16 this measured ~3x as fast as `scaled_dot_product_attention`, which ran no
+    faster there in bf16 than in float32."""
+    weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    return torch.softmax(weights, dim=-1) @ v
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over the H*W positions, with a residual connection.
 
     The 3C qkv channels are split into heads first and then into q, k, v within each head
     (the Improved DDPM code's order, which its checkpoints rely on). q, k and v are made
     contiguous [N, heads, L, C/heads] so that `scaled_dot_product_attention` can take its
-    fused kernels; on CPU under bf16 its math kernel is used, which measured faster there
-    (benchmarks/README.md).
+    fused kernels; on CPU in bf16, `matmul_attention` instead (benchmarks/README.md,
+    "Attention in bf16 on CPU").
     """
 
     def __init__(self, channels: int, num_heads: int = 1, norm_groups: int = 32) -> None:
@@ -167,8 +209,7 @@ class AttentionBlock(nn.Module):
         qkv = qkv.reshape(b, self.num_heads, 3, c // self.num_heads, qkv.shape[-1])
         q, k, v = qkv.permute(2, 0, 1, 4, 3).contiguous().unbind(0)  # each [B, heads, L, C/heads]
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-            with sdpa_kernel(SDPBackend.MATH):  # torch's CPU flash kernel is slower in bf16
-                h = F.scaled_dot_product_attention(q, k, v)
+            h = matmul_attention(q, k, v)
         else:
             h = F.scaled_dot_product_attention(q, k, v)
         h = h.transpose(-1, -2).reshape(b, c, -1)
