@@ -65,7 +65,7 @@ class Dropout(nn.Module):
         self.p = p
 
     def extra_repr(self) -> str:
-        """"p=..." in the module's repr, as torch's Dropout prints it."""
+        """The repr's "p=...", as torch's Dropout prints it."""
         return f"p={self.p}"
 
     def forward(self, x: Tensor) -> Tensor:
