@@ -313,7 +313,22 @@ def test_one_seed_in_common_falls_back_to_the_within_cell_standard_errors():
     rows = seeded_rows([0.25, 0.25])
     rows = [r for r in rows if not (r["loss"] == "simple" and r["seed"] == 1)]  # simple has seed 0 only
     claim = check_claims(rows)[HYBRID]
-    assert "unpaired" in claim.evidence and "seeds" not in claim.evidence
+    assert "unpaired" in claim.evidence and "seed" not in claim.evidence
+
+
+def test_the_one_seed_in_common_is_the_pair_compared():
+    rows = seeded_rows([0.25, -0.25])  # hybrid beats simple with seed 0, loses with seed 1
+    # hybrid has seeds 0 and 1, simple seed 1 only: the one pair is seed 1's, not the first rows
+    rows = [r for r in rows if not (r["loss"] == "simple" and r["seed"] == 0)]
+    claim = check_claims(rows)[HYBRID]
+    assert claim.verdict == CONTRADICTED and "no seed in common" not in claim.evidence
+
+
+def test_cells_without_a_seed_in_common_say_which_seeds_they_compare():
+    rows = seeded_rows([0.25, 0.25])
+    rows = [r for r in rows if (r["seed"] == 0) == (r["loss"] == "simple")]  # simple 0, hybrid 1
+    claim = check_claims(rows)[HYBRID]
+    assert "seed 1 against seed 0: no seed in common" in claim.evidence
 
 
 # DDPM Table 2 as `losses` entries named as pipelines/ddpm-ablation names them.

@@ -112,11 +112,12 @@ Figure = Callable[[dict], float | None]
 
 
 def _pairs(a: Group, b: Group) -> list[tuple[dict, dict]]:
-    """The (A, B) rows of the training seeds both cells have; with fewer than two in common,
-    the two cells' first rows (the within-cell standard errors apply)."""
+    """The (A, B) rows of the training seeds both cells have, in A's order; with none in
+    common, the two cells' first rows, whose seeds `_seeds_note` names. With one pair the
+    within-cell standard errors apply."""
     by_seed = {r.get("seed"): r for r in b}
     pairs = [(r, by_seed[r.get("seed")]) for r in a if r.get("seed") in by_seed]
-    return pairs if len(pairs) >= 2 else [(a[0], b[0])]
+    return pairs or [(a[0], b[0])]
 
 
 def _gap(
@@ -139,7 +140,11 @@ def _gap(
 
 
 def _seeds_note(pairs: list) -> str:
-    return f" (means of {len(pairs)} seeds)" if len(pairs) >= 2 else ""
+    """ " (means of n seeds)" over n >= 2 pairs; for one pair of different seeds, which two."""
+    if len(pairs) >= 2:
+        return f" (means of {len(pairs)} seeds)"
+    seed_a, seed_b = (r.get("seed") for r in pairs[0])
+    return "" if seed_a == seed_b else f" (seed {seed_a} against seed {seed_b}: no seed in common)"
 
 
 def _lower_nll(a: Group, b: Group, name_a: str, name_b: str) -> Part | None:
@@ -207,7 +212,7 @@ def _better_quality(a: Group, b: Group, name_a: str, name_b: str) -> Part | None
                 f"{scale * vb:.2f} ± {scale * rb[se_key]:.2f} (z = {z:+.2f})"
             )
         parts.append(("", verdict_of(z)))
-    return ", ".join(shown), _combine(parts)
+    return ", ".join(shown) + ("" if seeded else _seeds_note(pairs)), _combine(parts)
 
 
 def _ratio(n: int, field: str) -> Figure:
@@ -248,7 +253,8 @@ def _degrades_more(a: Group, b: Group, name_a: str, name_b: str, prefix: str, st
                 f"n={n}: {name_a} {ra:.2f} ± {se(x):.2f} vs {name_b} {rb:.2f} ± {se(y):.2f} (z = {z:+.2f})"
             )
         parts.append(("", verdict_of(z)))
-    return f"{prefix}FD(n)/FD(T) " + ", ".join(shown), _combine(parts)
+    note = "" if len(pairs) >= 2 else _seeds_note(pairs)
+    return f"{prefix}FD(n)/FD(T) " + ", ".join(shown) + note, _combine(parts)
 
 
 def _per_schedule(parts: list[tuple[str, list[Part | None]]]) -> list[Part | None]:
