@@ -140,7 +140,8 @@ def _gap(
 
 
 def _seeds_note(pairs: list) -> str:
-    """ " (means of n seeds)" over n >= 2 pairs; for one pair of different seeds, which two."""
+    """The evidence's note on seeds: the number of seeds averaged over two or more pairs;
+    for one pair of different seeds, which two; nothing for one seed's pair."""
     if len(pairs) >= 2:
         return f" (means of {len(pairs)} seeds)"
     seed_a, seed_b = (r.get("seed") for r in pairs[0])
