@@ -774,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     from .allocator import keep_freed_memory
     from .errors import NonFiniteLossError, UserError
 
-    keep_freed_memory()  # freed activations stay for reuse (allocator.py: CPU training 1.15x as fast)
+    keep_freed_memory()  # freed activations stay for reuse (allocator.py says what it gains)
 
     try:
         start = time.perf_counter()
