@@ -113,7 +113,7 @@ Figure = Callable[[dict], float | None]
 
 def _pairs(a: Group, b: Group) -> list[tuple[dict, dict]]:
     """The (A, B) rows of the training seeds both cells have, in A's order; with none in
-    common, the two cells' first rows, whose seeds `_seeds_note` names. With one pair the
+    common, the two cells' first rows, whose seeds `_unmatched_seeds` names. With one pair the
     within-cell standard errors apply."""
     by_seed = {r.get("seed"): r for r in b}
     pairs = [(r, by_seed[r.get("seed")]) for r in a if r.get("seed") in by_seed]
@@ -139,13 +139,17 @@ def _gap(
     return None if se is None else (va, vb, _z(vb - va, se), kind)  # type: ignore[operator]
 
 
-def _seeds_note(pairs: list) -> str:
-    """The evidence's note on seeds: the number of seeds averaged over two or more pairs;
-    for one pair of different seeds, which two; nothing for one seed's pair."""
-    if len(pairs) >= 2:
-        return f" (means of {len(pairs)} seeds)"
+def _unmatched_seeds(pairs: list) -> str:
+    """The evidence's note when the cells have no seed in common (`_pairs` then compares
+    their first rows): which two seeds; nothing when the pairs share their seeds."""
     seed_a, seed_b = (r.get("seed") for r in pairs[0])
     return "" if seed_a == seed_b else f" (seed {seed_a} against seed {seed_b}: no seed in common)"
+
+
+def _seeds_note(pairs: list) -> str:
+    """The evidence's note on seeds: the number of seeds averaged over two or more pairs,
+    else `_unmatched_seeds`."""
+    return f" (means of {len(pairs)} seeds)" if len(pairs) >= 2 else _unmatched_seeds(pairs)
 
 
 def _lower_nll(a: Group, b: Group, name_a: str, name_b: str) -> Part | None:
@@ -213,7 +217,7 @@ def _better_quality(a: Group, b: Group, name_a: str, name_b: str) -> Part | None
                 f"{scale * vb:.2f} ± {scale * rb[se_key]:.2f} (z = {z:+.2f})"
             )
         parts.append(("", verdict_of(z)))
-    return ", ".join(shown) + ("" if seeded else _seeds_note(pairs)), _combine(parts)
+    return ", ".join(shown) + _unmatched_seeds(pairs), _combine(parts)
 
 
 def _ratio(n: int, field: str) -> Figure:
@@ -254,8 +258,7 @@ def _degrades_more(a: Group, b: Group, name_a: str, name_b: str, prefix: str, st
                 f"n={n}: {name_a} {ra:.2f} ± {se(x):.2f} vs {name_b} {rb:.2f} ± {se(y):.2f} (z = {z:+.2f})"
             )
         parts.append(("", verdict_of(z)))
-    note = "" if len(pairs) >= 2 else _seeds_note(pairs)
-    return f"{prefix}FD(n)/FD(T) " + ", ".join(shown) + note, _combine(parts)
+    return f"{prefix}FD(n)/FD(T) " + ", ".join(shown) + _unmatched_seeds(pairs), _combine(parts)
 
 
 def _per_schedule(parts: list[tuple[str, list[Part | None]]]) -> list[Part | None]:
