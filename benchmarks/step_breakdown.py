@@ -20,7 +20,7 @@ bound: the step's percentage of the probe if only its convolutions and attention
 Parts timed alone run with warm caches and no neighbours, so the rest is what the step spends
 beyond them, not a measurement of its own.
 
-  .venv/bin/python benchmarks/step_breakdown.py             # iddpm-cifar10 in fp32 and bf16, ~3 min
+  .venv/bin/python benchmarks/step_breakdown.py             # iddpm-cifar10 in fp32 and bf16, ~1 min
   .venv/bin/python benchmarks/step_breakdown.py --settings digits:fp32
 
 Writes benchmarks/results/step_breakdown.{json,md}. Run it on an idle machine.

@@ -76,6 +76,7 @@ NLL = StageOutput(
         "cell checkpoint_step nll_seconds nll_bpd nll_bpd_se prior_bpd kl_bpd decoder_bpd "
         "nll_images nll_terms nll_estimate"
     ),
+    _keys("nll_strata_spacing"),  # written since 2026-12-05
 )
 NLL_PER_IMAGE = StageOutput("nll_per_image.json", _keys("cell nll_per_image"))
 EVAL = StageOutput(

@@ -25,6 +25,7 @@ def test_every_stage_wrote_its_outputs(smoke_repo):
         )
         assert train["cell"] == cell and train["steps"] == 30 and np.isfinite(train["final_loss"])
         assert nll["cell"] == cell and nll["nll_images"] == 8 and nll["nll_terms"] == 50
+        assert nll["nll_estimate"] == "full bound" and nll["nll_strata_spacing"] is None
         assert 0 < nll["nll_bpd"] < 16 and "nll_per_image" not in nll  # not in DVC's metrics
         per_image = json.loads((d / "nll_per_image.json").read_text())["nll_per_image"]
         assert len(per_image) == 8 and np.mean(per_image) == pytest.approx(nll["nll_bpd"])

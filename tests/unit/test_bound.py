@@ -77,3 +77,27 @@ def test_check_bound_rows_match_the_exact_models_gap_and_fail_early_on_a_bad_sch
         next(check_bound(MU, SIGMA, images=4, schedules=["linear", "cosin"], timesteps=[50]))
     with pytest.raises(UserError, match="T=20 gives a last beta of 1"):
         next(check_bound(MU, SIGMA, images=4, schedules=["linear"], timesteps=[20]))
+
+
+def test_the_nll_stage_names_the_strata_it_drew_from(make_diffusion, monkeypatch):
+    from ddpm_repro.data.arrays import ImageArrays
+    from ddpm_repro.diffusion import GaussianDiffusion
+    from ddpm_repro.evaluation.nll import evaluate_nll
+
+    d = make_diffusion("linear", 100, var=ModelVarType.LEARNED_RANGE, loss=LossType.VLB)
+    used, strata_of = [], GaussianDiffusion.bound_strata
+
+    def recording(self, strata, spacing="geometric"):
+        used.append(spacing)
+        return strata_of(self, strata, spacing)
+
+    monkeypatch.setattr(GaussianDiffusion, "bound_strata", recording)
+    x = sample_8bit_gaussian((4, 1, 8, 8), MU, SIGMA, torch.Generator().manual_seed(0))
+    images = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    test = ImageArrays(images=images, labels=np.full(4, -1, np.int64))
+    model = GaussianDataOracle(d, MU, SIGMA)
+    out = evaluate_nll(model, d, test, 0, 64, strata=5, progress=False)
+    assert out["nll_estimate"] == "stratified" and out["nll_strata_spacing"] == "geometric"
+    assert used and set(used) == {"geometric"}
+    full = evaluate_nll(model, d, test, 0, 512, strata=0, progress=False)
+    assert full["nll_estimate"] == "full bound" and full["nll_strata_spacing"] is None

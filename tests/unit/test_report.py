@@ -11,6 +11,7 @@ import pytest
 from ddpm_repro.config import Config, config_from_dict
 from ddpm_repro.errors import UserError
 from ddpm_repro.reporting import collect_cells, collect_conditional, write_report
+from ddpm_repro.reporting.markdown import _nll_method
 from ddpm_repro.reporting.paper import CIFAR10, D3PM, DDPM, IMAGENET64, paper_row, paper_tables
 from ddpm_repro.stage_outputs import EVAL, NLL, TRAIN
 
@@ -360,3 +361,16 @@ def test_a_seed_without_a_figure_leaves_that_cells_mean_not_computed():
     assert merged["cosine", "simple"]["fd_classifier"] is None  # not a mean of two of the three seeds
     assert merged["cosine", "simple"]["fd_classifier_se"] is None
     assert merged["cosine", "simple"]["nll_bpd"] is not None  # every seed has its NLL
+
+
+@pytest.mark.parametrize(
+    "spacing, words",
+    [
+        ("geometric", "each of 50 geometric strata, whose widths grow with t"),
+        ("uniform", "each of 50 equal strata;"),
+        (None, "each of 50 strata;"),  # an nll.json from before the field: no word
+    ],
+)
+def test_the_nll_method_names_the_strata_the_estimate_drew_from(spacing, words):
+    row = {"nll_bpd": 3.1, "nll_estimate": "stratified", "nll_terms": 51, "nll_strata_spacing": spacing}
+    assert words in _nll_method([row])

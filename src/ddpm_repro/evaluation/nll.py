@@ -18,6 +18,9 @@ from ..seeding import derive_seed
 from ..sharding import RunChunks, run_in_process
 
 _NLL_STREAM = 11
+# the strata of the stratified estimate (`GaussianDiffusion.bound_strata`): narrow at small t,
+# where the terms are large and change fast (benchmarks/README.md, "The NLL estimator")
+STRATA_SPACING = "geometric"
 
 
 @torch.no_grad()
@@ -38,8 +41,8 @@ def evaluate_nll(
     """The bound on the first `num_images` test images (0, or more than there are: all).
 
     `strata` = 0 (or T - 1 or more) sums every one of the T terms; K in 1..T-2 estimates the
-    T - 1 KL terms from one timestep in each of K strata, weighted by the stratum's size
-    (unbiased; its timestep noise is inside nll_bpd_se). The images go in chunks of
+    T - 1 KL terms from one timestep in each of K `STRATA_SPACING` strata, weighted by the
+    stratum's size (unbiased; its timestep noise is inside nll_bpd_se). The images go in chunks of
     `chunk_images`; chunk k draws every t and x_t from a generator seeded by (seed, k), so an
     image's value depends on its index alone, not on how the chunks are split between
     processes (`run_chunks`, as in sampling.generate; a worker that is not rank 0 gets None),
@@ -49,7 +52,8 @@ def evaluate_nll(
     Returns bits/dim: nll_bpd (mean) and nll_bpd_se (standard error over images),
     prior_bpd, decoder_bpd (L_0), kl_bpd (sum of L_1..L_{T-1}, or its estimate), with
     nll_images, nll_terms (model evaluations per image: T, or K + 1), nll_estimate
-    ("full bound" or "stratified") and nll_per_image (the n totals, in order).
+    ("full bound" or "stratified"), nll_strata_spacing (`STRATA_SPACING`; None for the full
+    bound) and nll_per_image (the n totals, in order).
     """
     T = diffusion.num_timesteps
     strata = strata if 0 < strata < T - 1 else T - 1
@@ -74,6 +78,7 @@ def evaluate_nll(
             model_kwargs={"y": labels[part].to(device)} if labels is not None else None,
             generator=generator,
             max_batch=max_batch,
+            spacing=STRATA_SPACING,
         )
         if bar is not None:
             bar.update(len(out["total_bpd"]))
@@ -102,5 +107,6 @@ def evaluate_nll(
         "nll_images": n,
         "nll_terms": strata + 1,
         "nll_estimate": "full bound" if strata == T - 1 else "stratified",
+        "nll_strata_spacing": None if strata == T - 1 else STRATA_SPACING,
         "nll_per_image": total.tolist(),  # for paired comparisons between cells (same images, noise)
     }

@@ -56,6 +56,13 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else factor * value
 
 
+# nll.json's nll_strata_spacing, as the report words it (an older nll.json without it: no word)
+STRATA_WORDS = {
+    "geometric": "geometric strata, whose widths grow with t from one timestep: edges near T^(k/K);",
+    "uniform": "equal strata;",
+}
+
+
 def _nll_method(rows: list[dict]) -> str:
     """How the cells' NLL was computed: the full bound, or the stratified estimate with K strata."""
     methods = set()
@@ -63,10 +70,11 @@ def _nll_method(rows: list[dict]) -> str:
         if r.get("nll_bpd") is None:
             continue
         if r.get("nll_estimate") == "stratified":
+            strata = STRATA_WORDS.get(r.get("nll_strata_spacing"), "strata;")
             methods.add(
                 "L_0 and the prior exactly plus an unbiased stratified estimate of the T - 1 KL terms "
-                f"(one timestep drawn in each of {r['nll_terms'] - 1} equal strata, weighted by the "
-                "stratum's size; the same draws for every cell, and the timestep noise is inside ±)"
+                f"(one timestep drawn in each of {r['nll_terms'] - 1} {strata} each drawn term weighted "
+                "by its stratum's size; the same draws for every cell, and the timestep noise is inside ±)"
             )
         else:
             methods.add("every one of the T terms plus the prior summed (full bound)")

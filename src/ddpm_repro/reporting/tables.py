@@ -285,6 +285,7 @@ CSV_FIELDS = [
     "nll_bpd_se",
     "nll_images",
     "nll_estimate",
+    "nll_strata_spacing",
     "nll_terms",
     "prior_bpd",
     "decoder_bpd",
