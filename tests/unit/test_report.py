@@ -374,3 +374,20 @@ def test_a_seed_without_a_figure_leaves_that_cells_mean_not_computed():
 def test_the_nll_method_names_the_strata_the_estimate_drew_from(spacing, words):
     row = {"nll_bpd": 3.1, "nll_estimate": "stratified", "nll_terms": 51, "nll_strata_spacing": spacing}
     assert words in _nll_method([row])
+
+
+def _fid_line(out_dir) -> str:
+    return next(
+        x for x in (out_dir / "report.md").read_text().splitlines() if x.startswith("- FID (Inception):")
+    )
+
+
+def test_a_computed_fid_says_what_keeps_it_from_the_papers_fids(tmp_path, full):
+    config = config_from_dict({"data": {"dataset": "cifar10", "image_size": 32}})
+    write_report(config, grid_rows(), tmp_path, {**REFERENCE, "inception": {"train_images": 50000}})
+    line = _fid_line(tmp_path)
+    assert "pytorch-fid's Inception-v3 features" in line and "train_images 50000" in line
+    assert "TensorFlow" in line and "the papers used 50K, this report 100 per cell" in line
+    assert "not computed" not in line
+    digits = _fid_line(full[0])  # the digits default: not comparable at all, so no caveat
+    assert "not comparable with published FIDs" in digits and "50K" not in digits

@@ -63,6 +63,16 @@ STRATA_WORDS = {
 }
 
 
+# beside the papers' FIDs: what keeps ours from being the same measurement (sources: pytorch-fid's
+# README; the papers' tables use 50K samples; FID's upward bias at fewer samples, Chong & Forsyth 2020)
+FID_CAVEAT = (
+    "Two things keep it from matching the papers' FIDs exactly: pytorch-fid's port can differ "
+    "slightly from the TensorFlow code the papers used (the same weights, other image resizing; "
+    "its README reports 0.08 absolute on one LSUN test), and FID is biased upward at fewer "
+    "samples: the papers used 50K, this report {samples} per cell."
+)
+
+
 def _nll_method(rows: list[dict]) -> str:
     """How the cells' NLL was computed: the full bound, or the stratified estimate with K strata."""
     methods = set()
@@ -115,7 +125,8 @@ def _setting(config: Config, rows: list[dict], reference: dict) -> list[str]:
         fid = (
             "- FID (Inception): Frechet distance in pytorch-fid's Inception-v3 features of the same samples"
             + ("" if ref is None else f" (reference stage: {_describe(ref)})")
-            + (". On upscaled 8x8 digits it is not comparable with published FIDs." if digits else ".")
+            + (". On upscaled 8x8 digits it is not comparable with published FIDs." if digits else ". ")
+            + ("" if digits else FID_CAVEAT.format(samples=_sizes(rows, "fd_samples")))
         )
     else:
         notes = sorted({r["fid_note"] for r in rows if r.get("fid_note")})
@@ -157,8 +168,8 @@ def _comparison(c: Comparison) -> list[str]:
 def _describe(value: object) -> str:
     """A reference-stage entry: a number, or a mapping of named numbers."""
     if isinstance(value, dict):
-        return ", ".join(f"{k} {fmt(v) if isinstance(v, int | float) else v}" for k, v in value.items())
-    return fmt(value) if isinstance(value, int | float) else str(value)
+        return ", ".join(f"{k} {fmt(v) if isinstance(v, float) else v}" for k, v in value.items())
+    return fmt(value) if isinstance(value, float) else str(value)
 
 
 def _conditional(conditional: dict | None, plots: dict[str, Path], out_dir: Path) -> list[str]:
