@@ -56,3 +56,12 @@ def test_inception_score_analogue_closed_forms():
     assert inception_score_analogue(np.full((50, k), 1 / k)) == pytest.approx(1.0)
     one_class = np.eye(k)[np.zeros(40, dtype=int)]  # sure, but always the same class
     assert inception_score_analogue(one_class) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_training_reports_each_epoch_with_its_loss_off_a_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("DDPM_REPRO_LOG_INTERVAL", "0")  # a line per epoch
+    train, _ = split(load_digits(), 0.2, seed=0)
+    train_classifier(train, epochs=2, batch_size=256, lr=1e-3, seed=0, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [x.split(",")[0] for x in lines] == ["classifier: epoch 1/2 (50%)", "classifier: epoch 2/2 (100%)"]
+    assert all(", loss " in x for x in lines)

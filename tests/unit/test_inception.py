@@ -280,3 +280,12 @@ def test_fid_required_fails_up_front_and_never_is_never_computed(tmp_path, monke
     }
     with pytest.raises(InceptionUnavailable, match="evaluate.fid is required"):
         Reference(out, fid="required")  # the missing statistics are named before any work
+
+
+def test_features_report_progress_as_status_lines_off_a_terminal(inception, capsys, monkeypatch):
+    monkeypatch.setenv("DDPM_REPRO_LOG_INTERVAL", "0")  # a line per batch
+    inception_features(_images(3, 5), inception, batch_size=2, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [x.split(",")[0] for x in lines] == [f"inception: img {n}/5 ({100 * n // 5}%)" for n in (2, 4, 5)]
+    inception_features(_images(3, 5), inception, batch_size=2)  # progress off: silent
+    assert capsys.readouterr().err == ""

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..data.arrays import ImageArrays
 from ..errors import UserError
+from ..progress import Progress
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,9 @@ def train_classifier(
     x, y = train.to_tensor(), torch.from_numpy(train.labels)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
-    epochs_iter = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs_iter = tqdm(epochs_iter, desc="classifier", unit="epoch")
+    bar = Progress("classifier", epochs, "epoch", enabled=progress)
     model.train()
-    for _ in epochs_iter:
+    for _ in range(epochs):
         order = torch.randperm(len(x), generator=g)
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
@@ -84,6 +81,8 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        bar.update(1, loss=float(loss.detach()))
+    bar.close()
     return model.eval()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
+from ..progress import Progress
 from .frechet import feature_statistics, frechet_distance
 
 POOL3_DIM = 2048
@@ -83,17 +84,15 @@ def inception_features(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, len(images), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="inception", unit="batch")
+    bar = Progress("inception", len(images), "img", enabled=progress)
     features = []
-    for start in starts:
+    for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start : start + batch_size]).to(device)
         x = batch.permute(0, 3, 1, 2).float().div(255.0).expand(-1, 3, -1, -1)  # [B, 3, H, W]; grey repeated
         (pool3,) = model(x)  # [B, 2048, 1, 1]
         features.append(pool3.flatten(1).double().cpu().numpy())
+        bar.update(len(batch))
+    bar.close()
     return np.concatenate(features)
 
 
