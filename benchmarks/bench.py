@@ -415,20 +415,28 @@ def train_ours(spec: dict[str, Any]) -> dict[str, Any]:
             ]
         out = median_throughput(seconds, s["batch"] * s["steps"]) | mem.result()
 
-        # FLOPs of one step's network work, counted in fp32 on one image through the same
-        # training_losses (the step's optimizer and EMA add elementwise work only).
-        model, diffusion = trainer.model, trainer.diffusion
-        x0 = torch.rand(1, ch, size, size, device=device) * 2 - 1
-        t = torch.tensor([p["timesteps"] // 2], device=device)
-
-        def step() -> None:
-            diffusion.training_losses(model, x0, t)["loss"].sum().backward()
-
-        out["train_flops_per_image"] = count_flops(step)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        out["fwd_flops_per_image"] = _forward_flops_per_image(model, (ch, size, size), device)
-        out["params"] = _params(model)
+        out["train_flops_per_image"] = train_flops_per_image(trainer, preset, device)
+        out["fwd_flops_per_image"] = _forward_flops_per_image(trainer.model, (ch, size, size), device)
+        out["params"] = _params(trainer.model)
     return out
+
+
+def train_flops_per_image(trainer, preset: str, device: torch.device) -> int:
+    """FLOPs of one training step's network work per image, counted in fp32 on one image
+    through the trainer's training_losses and backward (the step's optimizer and EMA add
+    elementwise work only); the trainer's gradients are cleared afterwards."""
+    p = PRESETS[preset]
+    size, ch = p["image_size"], p["channels"]
+    model, diffusion = trainer.model, trainer.diffusion
+    x0 = torch.rand(1, ch, size, size, device=device) * 2 - 1
+    t = torch.tensor([p["timesteps"] // 2], device=device)
+
+    def step() -> None:
+        diffusion.training_losses(model, x0, t)["loss"].sum().backward()
+
+    flops = count_flops(step)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return flops
 
 
 def _plain_forwards(model, batches: list[int], shape, device, precision: str, runs: int, timesteps: int):

@@ -54,17 +54,13 @@ from ddpm_repro.models import layers  # noqa: E402
 # preset -> (warm-up steps, timed steps, batch): the batch of bench.py's train figure
 SIZES = {"iddpm-cifar10": (2, 4, 16), "digits": (20, 40, 64)}
 PHASES = ("forward", "backward", "adam", "ema")
+CPU = torch.device("cpu")
 
 
 def _median_seconds(fn: Callable[[], object], reps: int = 3) -> float:
     """Median seconds of fn after one warm-up call."""
     fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(bench.timed(fn, CPU) for _ in range(reps))
 
 
 def _timed_phases(trainer, warmup: int, steps: int) -> dict[str, float]:
@@ -171,7 +167,7 @@ def _parts_alone(modules: Counter, attention: Counter, precision: str) -> dict[s
         for name, _ in PARTS
     }
     parts["attention kernel"] = dict(parts["convolutions"])
-    with bench.autocast(torch.device("cpu"), precision):
+    with bench.autocast(CPU, precision):
         for (part, module, shape, dtype), calls in modules.items():
             x = torch.randn(shape, dtype=dtype, requires_grad=True)
             inputs = [x, *(p for p in module.parameters() if p.requires_grad)]
@@ -198,13 +194,7 @@ def measure(preset: str, precision: str) -> dict:
         trainer = bench._ours_trainer(preset, precision, "cpu", batch, ckpt_dir)
         phases = _timed_phases(trainer, warmup, steps)
         modules, attention = _calls_of_one_step(trainer)
-        size, ch, timesteps = (bench.PRESETS[preset][k] for k in ("image_size", "channels", "timesteps"))
-        x0 = torch.rand(1, ch, size, size) * 2 - 1
-        t = torch.tensor([timesteps // 2])
-        model, diffusion = trainer.model, trainer.diffusion
-        flops = batch * bench.count_flops(
-            lambda: diffusion.training_losses(model, x0, t)["loss"].sum().backward()
-        )
+        flops = batch * bench.train_flops_per_image(trainer, preset, CPU)
     return {
         "preset": preset,
         "precision": precision,
